@@ -7,7 +7,6 @@ package firmware
 
 import (
 	"crypto/rsa"
-	"crypto/tls"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,5 +110,9 @@ type Device struct {
 	faults []fault
 	// rejections records why TLS handshakes were refused, newest last (bounded).
 	rejections []string
-	watchers   []chan struct{}
+	// changed is closed and replaced on every state change (see Changed).
+	changed chan struct{}
+
+	// fw is the firmware's settings store, guarded by mu.
+	fw firmwareState
 }
