@@ -16,18 +16,18 @@ import (
 
 // Wire constants of PROTOCOL.md §9.2.
 const (
-	Version    = 0x06   // RMCP version 1.0
-	ClassASF   = 0x06   // message class ASF; bit 7 set means an RMCP ACK
-	IANAASF    = 4542   // 0x11BE, the ASF enterprise number, in every ASF header
-	IANAIntel  = 343    // 0x0157, the enterprise number in the pong data
-	TypePing   = 0x80   // Presence Ping
-	TypePong   = 0x40   // Presence Pong
-	HeaderSize = 12     // RMCP (4) + ASF (8) header bytes
-	PongSize   = 28     // header + 16 bytes of pong data
-	NoAck      = 0xFF   // sequence number that asks for no RMCP ACK
-	ackBit     = 0x80   // class byte bit marking an RMCP ACK
-	pongLen    = 0x10   // data length of a pong
-	maxPingLen = 0x40   // longest datagram worth looking at
+	Version    = 0x06 // RMCP version 1.0
+	ClassASF   = 0x06 // message class ASF; bit 7 set means an RMCP ACK
+	IANAASF    = 4542 // 0x11BE, the ASF enterprise number, in every ASF header
+	IANAIntel  = 343  // 0x0157, the enterprise number in the pong data
+	TypePing   = 0x80 // Presence Ping
+	TypePong   = 0x40 // Presence Pong
+	HeaderSize = 12   // RMCP (4) + ASF (8) header bytes
+	PongSize   = 28   // header + 16 bytes of pong data
+	NoAck      = 0xFF // sequence number that asks for no RMCP ACK
+	ackBit     = 0x80 // class byte bit marking an RMCP ACK
+	pongLen    = 0x10 // data length of a pong
+	maxPingLen = 0x40 // longest datagram worth looking at
 )
 
 // Sentinel reasons a datagram is not a presence ping. A *PingError wraps
