@@ -14,7 +14,7 @@ const (
 
 // Sizes of the hello wire format (PROTOCOL.md §4.2-§4.4).
 const (
-	HelloHeaderSize = 24              // admin-creds(2) version(2) retry(4) uuid(16)
+	HelloHeaderSize = 24 // admin-creds(2) version(2) retry(4) uuid(16)
 	HelloV2Size     = HelloHeaderSize + PIDLength
 	helloV3MinSize  = HelloHeaderSize + 1
 	// MaxHelloSize bounds a v3 hello: 255 entries of the largest hash plus
