@@ -18,7 +18,7 @@ import (
 // Config is shared by every device of a fleet.
 type Config struct {
 	// Server is the provisioning server's host:port.
-	Server string
+	Server   string
 	Schedule Schedule
 	// TimeScale divides every firmware delay: 60 makes a minute a second.
 	TimeScale float64
