@@ -1,0 +1,43 @@
+# amtprov — see README.md. Every target works from a clean clone.
+SHELL   := /bin/bash
+GO      ?= go
+BIN     := $(CURDIR)/bin
+# Every module of the workspace, as package patterns (go test ./... at the
+# go.work root matches nothing).
+PKGS     = $(shell $(GO) list -f '{{.Dir}}/...' -m)
+FUZZTIME ?= 60s
+BENCHTIME ?= 1s
+SIMULATE ?= 50
+
+.PHONY: all build run test test-short bench fuzz lint tidy clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/amtprov ./services/hello-listener/cmd/hello-listener ./services/inventory/cmd/inventory ./tools/amtsim/cmd/amtsim
+
+# The main job: everything in one process with a simulated fleet, on
+# embedded defaults (embedded NATS, private PostgreSQL from the local binaries
+# unless DATABASE_URL is set).
+run: build
+	$(BIN)/amtprov dev --simulate $(SIMULATE)
+
+# All tests, with the race detector, against an embedded NATS server and a
+# real PostgreSQL (DATABASE_URL, or a private throwaway cluster).
+test: lint
+	@scripts/with-postgres.sh $(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+# Fuzz every network parser for FUZZTIME each (CI: 60s).
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
+bench:
+	@scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+lint:
+	@$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$($(GO) list -f '{{.Dir}}' -m)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf $(BIN) .pg

@@ -1,0 +1,401 @@
+package listener
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
+
+	"github.com/amtprov/amtprov/libs/amt"
+	"github.com/amtprov/amtprov/libs/events"
+)
+
+// Publisher puts an event on the bus and returns once it is stored.
+type Publisher interface {
+	Publish(ctx context.Context, payload events.Payload, id string) error
+}
+
+// Config tunes the listener. Zero values take the defaults in parentheses.
+type Config struct {
+	Addr           string        // listen address (":9971")
+	Name           string        // listener id carried in events (host name)
+	ReadTimeout    time.Duration // whole-hello deadline per connection (10s)
+	MaxBytes       int           // bytes accepted per connection (16 KiB)
+	MaxConns       int           // concurrent connections (4096)
+	PerIPRate      float64       // hellos per second per source IP (5)
+	PerIPBurst     int           // bucket size per source IP (20)
+	RejectLogRate  float64       // rejection log lines per second (5)
+	PublishTimeout time.Duration // bound on one publish, retries included (5s)
+}
+
+func (c *Config) defaults() {
+	if c.Addr == "" {
+		c.Addr = ":9971"
+	}
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 16 << 10
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 4096
+	}
+	if c.PerIPRate <= 0 {
+		c.PerIPRate = 5
+	}
+	if c.PerIPBurst <= 0 {
+		c.PerIPBurst = 20
+	}
+	if c.RejectLogRate <= 0 {
+		c.RejectLogRate = 5
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+}
+
+// Rejection reasons that are not decoding errors; those come from
+// amt.RejectReason.
+const (
+	ReasonOversized   = "oversized"    // more than MaxBytes on one connection
+	ReasonTimeout     = "timeout"      // no complete hello before the deadline
+	ReasonRateLimited = "rate_limited" // source IP over its token bucket
+	ReasonOverloaded  = "overloaded"   // concurrent-connection cap reached
+	ReasonEmpty       = "empty"        // connection closed without a byte
+	ReasonPublish     = "publish_failed"
+)
+
+// Listener accepts hellos. Create it with New.
+type Listener struct {
+	cfg    Config
+	pub    Publisher
+	log    *slog.Logger
+	tracer trace.Tracer
+
+	received  metric.Int64Counter
+	rejected  metric.Int64Counter
+	published metric.Int64Counter
+	active    metric.Int64UpDownCounter
+	latency   metric.Float64Histogram
+
+	sem      chan struct{}
+	limiters *ipLimiters
+	logLimit *rate.Limiter
+	bufs     sync.Pool
+
+	// status page numbers
+	nReceived, nPublished, nRejected atomic.Int64
+	started                          time.Time
+
+	mu sync.Mutex
+	ln net.Listener
+}
+
+// Options carries the telemetry a Listener reports to.
+type Options struct {
+	Tracer trace.TracerProvider
+	Meter  metric.MeterProvider
+	Logger *slog.Logger
+}
+
+// New builds a listener; Serve or ListenAndServe starts it.
+func New(cfg Config, pub Publisher, opts Options) (*Listener, error) {
+	cfg.defaults()
+	if pub == nil || opts.Tracer == nil || opts.Meter == nil || opts.Logger == nil {
+		return nil, errors.New("listener: publisher, tracer, meter and logger are required")
+	}
+	m := opts.Meter.Meter("github.com/amtprov/amtprov/services/hello-listener")
+	l := &Listener{
+		cfg:      cfg,
+		pub:      pub,
+		log:      opts.Logger,
+		tracer:   opts.Tracer.Tracer("github.com/amtprov/amtprov/services/hello-listener"),
+		sem:      make(chan struct{}, cfg.MaxConns),
+		limiters: newIPLimiters(rate.Limit(cfg.PerIPRate), cfg.PerIPBurst),
+		logLimit: rate.NewLimiter(rate.Limit(cfg.RejectLogRate), int(cfg.RejectLogRate)+1),
+		started:  time.Now(),
+	}
+	l.bufs.New = func() any { b := make([]byte, cfg.MaxBytes+1); return &b }
+	var err error
+	if l.received, err = m.Int64Counter("hellos_received", metric.WithDescription("Connections that delivered bytes to the hello port.")); err != nil {
+		return nil, err
+	}
+	if l.rejected, err = m.Int64Counter("hellos_rejected", metric.WithDescription("Hellos dropped before the bus, by reason.")); err != nil {
+		return nil, err
+	}
+	if l.published, err = m.Int64Counter("hellos_published", metric.WithDescription("Hellos stored in JetStream.")); err != nil {
+		return nil, err
+	}
+	if l.active, err = m.Int64UpDownCounter("hello_connections_active", metric.WithDescription("Open hello connections.")); err != nil {
+		return nil, err
+	}
+	if l.latency, err = m.Float64Histogram("hello_ingest_seconds", metric.WithUnit("s"),
+		metric.WithDescription("From accept to the JetStream ack."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)); err != nil {
+		return nil, err
+	}
+	// Pre-register every reason at zero so that dashboards and alerts see
+	// the series before the first rejection.
+	ctx := context.Background()
+	for _, r := range append(amt.RejectReasons(), ReasonOversized, ReasonTimeout, ReasonRateLimited, ReasonOverloaded, ReasonEmpty, ReasonPublish) {
+		l.rejected.Add(ctx, 0, metric.WithAttributes(attribute.String("reason", r)))
+	}
+	return l, nil
+}
+
+// Listen binds cfg.Addr. The caller passes the listener to Serve.
+func (l *Listener) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", l.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("hello listener: listen %s: %w", l.cfg.Addr, err)
+	}
+	return ln, nil
+}
+
+// Serve accepts connections on ln until ctx ends, then stops accepting and
+// waits for the connections in flight (their hellos are still published).
+func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sweep.C:
+				l.limiters.sweep(time.Now())
+			}
+		}
+	}()
+	var tempDelay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				wg.Wait()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				// Out of file descriptors or a transient error: back off
+				// like net/http does instead of spinning.
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				l.log.Warn("accept failed, backing off", "err", err, "delay", tempDelay)
+				select {
+				case <-time.After(tempDelay):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			wg.Wait()
+			return fmt.Errorf("hello listener: accept: %w", err)
+		}
+		tempDelay = 0
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			l.reject(ctx, conn.RemoteAddr(), ReasonOverloaded, nil)
+			_ = conn.Close()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-l.sem }()
+			l.handle(context.WithoutCancel(ctx), conn)
+		}()
+	}
+}
+
+// Addr is the bound address once Serve runs.
+func (l *Listener) Addr() net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln == nil {
+		return nil
+	}
+	return l.ln.Addr()
+}
+
+func (l *Listener) handle(ctx context.Context, conn net.Conn) {
+	start := time.Now()
+	l.active.Add(ctx, 1)
+	defer l.active.Add(ctx, -1)
+	defer conn.Close()
+
+	remote, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
+	if !l.limiters.allow(remote.Addr(), start) {
+		l.reject(ctx, conn.RemoteAddr(), ReasonRateLimited, nil)
+		return
+	}
+	_ = conn.SetDeadline(start.Add(l.cfg.ReadTimeout))
+
+	bp := l.bufs.Get().(*[]byte)
+	defer l.bufs.Put(bp)
+	buf := *bp
+	n, reason, err := l.readHello(conn, buf)
+	if n > 0 {
+		l.received.Add(ctx, 1)
+		l.nReceived.Add(1)
+	}
+	if reason == "http" {
+		l.serveStatus(conn, buf[:n])
+		return
+	}
+	if reason != "" {
+		l.reject(ctx, conn.RemoteAddr(), reason, err)
+		return
+	}
+	hello, err := amt.DecodeHello(buf[:n])
+	if err != nil {
+		l.reject(ctx, conn.RemoteAddr(), amt.RejectReason(err), err)
+		return
+	}
+	l.publish(ctx, hello, remote, start)
+}
+
+// readHello reads until the hello is complete, the peer closes, the cap is
+// exceeded or the deadline passes. It returns the bytes read and, when the
+// packet must be dropped without decoding, the reason.
+func (l *Listener) readHello(conn net.Conn, buf []byte) (int, string, error) {
+	n := 0
+	for {
+		m, err := conn.Read(buf[n:])
+		n += m
+		if n >= 4 && bytes.HasPrefix(buf[:n], []byte("GET ")) {
+			return n, "http", nil
+		}
+		if n > l.cfg.MaxBytes {
+			return n, ReasonOversized, fmt.Errorf("more than %d bytes", l.cfg.MaxBytes)
+		}
+		if size, ok, cerr := amt.Complete(buf[:n]); cerr != nil {
+			// Already impossible: decode to get the precise typed error.
+			return n, "", nil
+		} else if ok && size == n {
+			// Firmware closes right after the hello; acting now saves a
+			// round trip. Bytes after it are trailing garbage, caught by the
+			// decoder if they arrived in the same read.
+			return n, "", nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if n == 0 {
+					return 0, ReasonEmpty, nil
+				}
+				return n, "", nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return n, ReasonTimeout, fmt.Errorf("no complete hello within %s (%d bytes)", l.cfg.ReadTimeout, n)
+			}
+			// A reset after some bytes: decode what arrived.
+			if n == 0 {
+				return 0, ReasonEmpty, err
+			}
+			return n, "", nil
+		}
+	}
+}
+
+func (l *Listener) publish(ctx context.Context, h amt.Hello, remote netip.AddrPort, start time.Time) {
+	uuid := h.UUID.String()
+	ctx, span := l.tracer.Start(ctx, "hello.receive",
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithTimestamp(start),
+		trace.WithAttributes(
+			attribute.String("amt.device.uuid", uuid),
+			attribute.String("net.peer.ip", remote.Addr().String()),
+			attribute.Int("amt.hello.interface_version", int(h.InterfaceVersion)),
+			attribute.Int64("amt.hello.retry_count", int64(h.RetryCount)),
+			attribute.Int("amt.hello.root_hashes", len(h.RootHashes)),
+		))
+	defer span.End()
+
+	ev := &events.DeviceHello{
+		UUID:                uuid,
+		SourceIP:            remote.Addr().Unmap().String(),
+		SourcePort:          int(remote.Port()),
+		InterfaceVersion:    int(h.InterfaceVersion),
+		AdminCredentialsSet: h.AdminCredentialsSet,
+		RetryCount:          h.RetryCount,
+		PID:                 h.PID,
+		RootHashes:          make([]events.RootHash, len(h.RootHashes)),
+		ReceivedAt:          start.UTC(),
+		Listener:            l.cfg.Name,
+	}
+	for i, rh := range h.RootHashes {
+		ev.RootHashes[i] = events.RootHash{Alg: rh.Alg.String(), Hex: rh.Hex()}
+	}
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.PublishTimeout)
+	defer cancel()
+	if err := l.pub.Publish(pctx, ev, events.HelloID(uuid, h.RetryCount)); err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "publish failed")
+		// The firmware sends the hello again on its schedule (PROTOCOL.md §3),
+		// so a bus outage delays the device; it does not lose it.
+		l.reject(ctx, netAddr(remote), ReasonPublish, err)
+		return
+	}
+	l.published.Add(ctx, 1)
+	l.nPublished.Add(1)
+	l.latency.Record(ctx, time.Since(start).Seconds())
+}
+
+func (l *Listener) reject(ctx context.Context, from net.Addr, reason string, err error) {
+	l.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+	l.nRejected.Add(1)
+	if l.logLimit.Allow() {
+		args := []any{"reason", reason, "from", from.String()}
+		if err != nil {
+			args = append(args, "err", err.Error())
+		}
+		l.log.Warn("hello rejected", args...)
+	}
+}
+
+func (l *Listener) serveStatus(conn net.Conn, head []byte) {
+	// Read the rest of the request head (bounded by the same cap and
+	// deadline) so that the client sees a clean response, not a reset.
+	buf := make([]byte, 1024)
+	for !bytes.Contains(head, []byte("\r\n\r\n")) && len(head) < l.cfg.MaxBytes {
+		n, err := conn.Read(buf)
+		head = append(head, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	body := fmt.Sprintf("amtprov hello listener %s\nup since %s\nhellos received %d\npublished %d\nrejected %d\n",
+		l.cfg.Name, l.started.UTC().Format(time.RFC3339), l.nReceived.Load(), l.nPublished.Load(), l.nRejected.Load())
+	_, _ = fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+}
+
+type addrPort netip.AddrPort
+
+func (a addrPort) Network() string { return "tcp" }
+func (a addrPort) String() string  { return netip.AddrPort(a).String() }
+
+func netAddr(a netip.AddrPort) net.Addr { return addrPort(a) }
