@@ -1,0 +1,4 @@
+package store
+
+// MigrationLockID exposes the advisory lock key to the black-box tests.
+var MigrationLockID = migrationLockID
