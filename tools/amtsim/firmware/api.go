@@ -1,15 +1,15 @@
 package firmware
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"math/big"
+	mathrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"regexp"
@@ -26,31 +26,6 @@ var realmPattern = regexp.MustCompile(`^Digest:[0-9A-F]{32}$`)
 
 // ErrInvalidConfig is returned by NewDevice for a configuration it cannot model.
 var ErrInvalidConfig = errors.New("invalid device config")
-
-// firmwareState is the management engine's settings store: what is in
-// effect (committed) and what has been written but waits for CommitChanges
-// (staged). PROTOCOL.md §2 and §6.4: settings written during remote
-// configuration take effect at CommitChanges; a reboot before it loses them.
-type firmwareState struct {
-	state amt.ProvisioningState
-	mode  amt.ControlMode
-
-	committed settings
-	staged    settings
-
-	// selfSigned is what 16993 presents in setup mode, made on first use.
-	selfSigned *tls.Certificate
-}
-
-// settings are the values that are staged before a commit.
-type settings struct {
-	tlsEnabled    bool
-	serverCert    *tls.Certificate
-	adminUser     string
-	adminPassword string
-	hostname      string
-	mebxPassword  string
-}
 
 // NewDevice validates cfg and returns a device in setup mode
 // (InProvisioning), or in post-provisioning (admin control mode, TLS on with
@@ -95,6 +70,11 @@ func NewDevice(cfg Config, realism Realism, keys KeySource) (*Device, error) {
 		return nil, fmt.Errorf("%w: a provisioned device needs admin_user and admin_password", ErrInvalidConfig)
 	}
 	cfg.TrustedRoots = append([]string(nil), cfg.TrustedRoots...)
+	var seed [32]byte
+	for i := range 8 {
+		seed[i] = byte(uint64(cfg.Seed) >> (8 * i))
+	}
+	copy(seed[8:], u[:])
 	d := &Device{
 		cfg:     cfg,
 		uuid:    u,
@@ -102,33 +82,33 @@ func NewDevice(cfg Config, realism Realism, keys KeySource) (*Device, error) {
 		realism: realism,
 		keys:    keys,
 		changed: make(chan struct{}),
+		rng:     mathrand.New(mathrand.NewChaCha8(seed)),
 	}
-	d.fw = d.initialState()
+	d.cfgNonce = d.randomBytes(20)
+	d.fw = firmwareState{state: amt.InProvisioning, mode: amt.ControlNone, committed: factoryStore(cfg)}
 	if cfg.Provisioned {
-		cert, err := selfSignedCert(cfg.Hostname+"."+cfg.DNSSuffix, "Other Console CA")
+		key, err := keys.Key()
 		if err != nil {
-			return nil, fmt.Errorf("making the certificate of the other console for %s: %w", cfg.UUID, err)
+			return nil, fmt.Errorf("getting a key for provisioned device %s: %w", cfg.UUID, err)
 		}
-		d.fw.committed.serverCert = cert
-		d.fw.staged = d.fw.committed
+		s, err := provisionedStore(cfg, key)
+		if err != nil {
+			return nil, fmt.Errorf("provisioned device %s: %w", cfg.UUID, err)
+		}
+		d.fw.state, d.fw.mode, d.fw.committed = amt.PostProvisioning, amt.ControlACM, s
 	}
+	d.fw.staged = d.fw.committed.clone()
 	return d, nil
 }
 
-// initialState is the firmware store right after the setup window opens, or
-// for cfg.Provisioned, after another console's activation.
-func (d *Device) initialState() firmwareState {
-	fw := firmwareState{state: amt.InProvisioning, mode: amt.ControlNone}
-	fw.committed = settings{hostname: d.cfg.Hostname, mebxPassword: d.cfg.MEBxPassword}
-	if d.cfg.Provisioned {
-		fw.state = amt.PostProvisioning
-		fw.mode = amt.ControlACM
-		fw.committed.tlsEnabled = true
-		fw.committed.adminUser = d.cfg.AdminUser
-		fw.committed.adminPassword = d.cfg.AdminPassword
+// randomBytes draws n bytes from the device's seeded generator; d.mu must
+// be held once the device is shared.
+func (d *Device) randomBytes(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(d.rng.Uint32())
 	}
-	fw.staged = fw.committed
-	return fw
+	return b
 }
 
 // Config returns the identity the device was configured with (a copy).
@@ -169,22 +149,26 @@ func (d *Device) ControlMode() amt.ControlMode {
 func (d *Device) TLSEnabled() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.fw.committed.tlsEnabled
+	return d.fw.committed.remoteTLS.enabled
 }
 
-// ServerCertificate is what 16993 presents now: a self-signed certificate
-// while no certificate is committed (setup mode), else the committed one.
-// It returns nil only if the self-signed certificate cannot be made.
+// ServerCertificate is what 16993 presents now: the certificate of the
+// committed TLS credential context, else a self-signed RSA certificate as
+// setup-mode firmware presents (PROTOCOL.md §6.1 item 2). RSA, because
+// MeshCentral offers only RSA-authenticated suites (§1 notes). It returns
+// nil only when the key source fails.
 func (d *Device) ServerCertificate() *tls.Certificate {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.fw.committed.serverCert != nil {
-		return d.fw.committed.serverCert
+	if c := d.fw.committed.serverCertificate(); c != nil {
+		return c
 	}
 	if d.fw.selfSigned == nil {
-		// Setup-mode firmware presents a self-signed certificate (§6.1); an
-		// ECDSA P-256 key keeps 10,000 devices cheap to start.
-		cert, err := selfSignedCert(d.cfg.Hostname, "")
+		key, err := d.keys.Key()
+		if err != nil {
+			return nil
+		}
+		cert, err := selfSignedCert(key, d.cfg.Hostname, "")
 		if err != nil {
 			return nil
 		}
@@ -212,15 +196,17 @@ func (d *Device) notifyLocked() {
 func (d *Device) Reset() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fw := firmwareState{state: amt.InProvisioning, mode: amt.ControlNone}
-	fw.committed = settings{hostname: d.cfg.Hostname, mebxPassword: d.cfg.MEBxPassword}
-	fw.staged = fw.committed
-	d.fw = fw
-	d.resetSessionsLocked()
+	d.fw.state, d.fw.mode = amt.InProvisioning, amt.ControlNone
+	d.fw.committed = factoryStore(d.cfg)
+	d.fw.staged = d.fw.committed.clone()
+	d.fw.clockOffset = 0
+	d.dropSessionsLocked()
 	d.notifyLocked()
 }
 
-// Reboot power-cycles the engine: staged settings are lost, committed ones stay.
+// Reboot power-cycles the engine: staged settings are lost, committed ones
+// stay. Watchers of Changed are woken (a rebooted device in setup mode
+// starts its hello schedule again).
 func (d *Device) Reboot() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -228,13 +214,17 @@ func (d *Device) Reboot() {
 }
 
 func (d *Device) rebootLocked() {
-	d.fw.staged = d.fw.committed
-	d.resetSessionsLocked()
+	d.fw.staged = d.fw.committed.clone()
+	d.dropSessionsLocked()
 	d.notifyLocked()
 }
 
-// resetSessionsLocked drops volatile per-boot state; d.mu must be held.
-func (d *Device) resetSessionsLocked() {}
+// dropSessionsLocked forgets what lives in RAM only: enumeration contexts
+// and digest nonces. d.mu must be held.
+func (d *Device) dropSessionsLocked() {
+	d.enums = nil
+	d.nonces = nil
+}
 
 // InjectFault makes kind active until the given time.
 func (d *Device) InjectFault(kind FaultKind, until time.Time) {
@@ -322,7 +312,7 @@ func (d *Device) Info() Info {
 	faults := d.activeFaults()
 	rej := d.TLSRejections()
 	d.mu.Lock()
-	state, mode, tlsOn, host := d.fw.state, d.fw.mode, d.fw.committed.tlsEnabled, d.fw.committed.hostname
+	state, mode, tlsOn, host := d.fw.state, d.fw.mode, d.fw.committed.remoteTLS.enabled, d.fw.committed.hostname
 	d.mu.Unlock()
 	return Info{
 		UUID:                  d.cfg.UUID,
@@ -366,26 +356,25 @@ func parseVersion(v string) ([]int, error) {
 	return out, nil
 }
 
-// selfSignedCert makes an ECDSA P-256 certificate for cn, self-signed (or
-// with issuer named issuerCN but still self-signed, for a certificate that
-// stands in for another console's).
-func selfSignedCert(cn, issuerCN string) (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating key: %w", err)
-	}
+// selfSignedCert makes a certificate for cn with key, self-signed; a
+// non-empty org goes into the subject (to tell another console's
+// certificate from setup mode's).
+func selfSignedCert(key *rsa.PrivateKey, cn, org string) (*tls.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	if err != nil {
 		return nil, fmt.Errorf("generating serial: %w", err)
 	}
 	now := time.Now()
+	subj := pkix.Name{CommonName: cn}
+	if org != "" {
+		subj.Organization = []string{org}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		Issuer:       pkix.Name{CommonName: issuerCN},
+		Subject:      subj,
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.AddDate(5, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{cn},
 	}

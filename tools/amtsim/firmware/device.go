@@ -7,6 +7,7 @@ package firmware
 
 import (
 	"crypto/rsa"
+	mathrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,4 +116,14 @@ type Device struct {
 
 	// fw is the firmware's settings store, guarded by mu.
 	fw firmwareState
+	// rng drives nonces and other per-device random choices (seeded).
+	rng *mathrand.Rand
+	// msgID numbers responses (b:MessageID).
+	msgID uint64
+	// enums are open enumeration contexts, oldest first (bounded).
+	enums []enumContext
+	// nonces are the digest nonces handed out, oldest first (bounded).
+	nonces []nonceEntry
+	// cfgNonce is IPS_HostBasedSetupService.ConfigurationNonce.
+	cfgNonce []byte
 }
