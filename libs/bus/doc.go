@@ -1,0 +1,24 @@
+// Package bus is amtprov's only door to NATS JetStream: connecting,
+// creating the AMT stream and durable pull consumers, publishing events with
+// de-duplication ids and W3C trace context, and the one consume adapter that
+// turns a go-kit endpoint's result into Ack, NakWithDelay or Term
+// (STYLE.md "Handlers and transports").
+//
+// Services never touch a jetstream.Msg: they publish events.Payload values
+// through a Publisher and receive events.Envelope values in an endpoint
+// run by Consume.
+//
+// Decisions recorded here:
+//   - Success is acknowledged with AckSync (JetStream double ack): the
+//     handler has already committed its effects, and waiting for the server
+//     to confirm the ack means a message acked before Stop returns is never
+//     redelivered to the next consumer. A failed AckSync is logged and the
+//     message is redelivered after AckWait, which idempotent handlers absorb.
+//   - Failures are never plain-Nak'ed (that redelivers instantly and ignores
+//     backoff): RetryAfterError gives its own delay, other errors get the
+//     ConsumeOptions.Backoff entry for the delivery count.
+//   - Stop drains: it stops pulling, lets buffered and in-flight messages
+//     finish, and only if its ctx ends first cancels the handlers and hands
+//     their messages back with NakWithDelay(0) so another replica takes them
+//     at once.
+package bus
