@@ -1,0 +1,528 @@
+package amtsim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/amtprov/amtprov/libs/amt"
+	"github.com/amtprov/amtprov/tools/amtsim/firmware"
+	"github.com/amtprov/amtprov/tools/amtsim/internal/control"
+	"github.com/amtprov/amtprov/tools/amtsim/internal/fleetgen"
+	"github.com/amtprov/amtprov/tools/amtsim/internal/hello"
+	"github.com/amtprov/amtprov/tools/amtsim/internal/keypool"
+	"github.com/amtprov/amtprov/tools/amtsim/internal/listener"
+	"github.com/amtprov/amtprov/tools/amtsim/internal/probes"
+)
+
+// HelloSchedule is when a device in setup mode sends hellos (PROTOCOL.md §3).
+type HelloSchedule = hello.Schedule
+
+// HelloPhase is one run of hellos at a fixed interval.
+type HelloPhase = hello.Phase
+
+// ProbeSecond is one second of a device's probe counts.
+type ProbeSecond = probes.Second
+
+// DefaultHelloSchedule is the firmware schedule: 1/min for 5 min, every
+// 5 min for an hour, hourly, window closing at 24 h.
+func DefaultHelloSchedule() HelloSchedule { return hello.DefaultSchedule() }
+
+// Defaults of Options.
+const (
+	DefaultBase            = "127.10.0.1"
+	DefaultRange           = "127.10.0.0/16"
+	DefaultProvisionServer = "127.0.0.1:9971"
+	DefaultDNSSuffix       = "corp.example.com"
+	DefaultAdminUser       = "admin"
+)
+
+// FaultSpec puts a fault on a seeded share of the fleet at start.
+type FaultSpec struct {
+	Kind  firmware.FaultKind
+	Share float64
+	For   time.Duration // zero: for the whole run
+}
+
+// Options configure a fleet. Zero values take the documented defaults.
+type Options struct {
+	Devices int
+	Seed    int64
+	// Base is the first device's address (default 127.10.0.1); devices take
+	// consecutive addresses inside Range (default 127.10.0.0/16). On Linux
+	// all of 127.0.0.0/8 is local: no setup needed.
+	Base  netip.Addr
+	Range netip.Prefix
+	// ProvisionServer is where hellos go (default 127.0.0.1:9971).
+	ProvisionServer string
+	// TrustHashes are added to every device's firmware default roots.
+	TrustHashes []amt.RootHash
+	// DNSSuffix is every device's domain (default corp.example.com).
+	DNSSuffix string
+	// LegacyShare of devices run pre-11 firmware and send v2 (PSK) hellos.
+	LegacyShare float64
+	// ProvisionedShare of devices start activated by another console with
+	// AdminUser (default admin) / AdminPassword and TLS on.
+	ProvisionedShare float64
+	AdminUser        string
+	AdminPassword    string
+	// TimeScale divides hello intervals (default 1): 60 turns minutes into
+	// seconds.
+	TimeScale float64
+	// Latency is the mean added to each WS-Man call, drawn per call from a
+	// seeded log-normal distribution. Zero: none.
+	Latency     time.Duration
+	KeyGenDelay time.Duration
+	CommitDelay time.Duration
+	// Ports; defaults 16992, 16993, 623 (623 needs root). Tests may move them.
+	HTTPPort, TLSPort, RMCPPort int
+	// HelloSchedule defaults to DefaultHelloSchedule.
+	HelloSchedule HelloSchedule
+	// HelloSpread is the real-time window over which first hellos are spread
+	// (default: the schedule's first interval, scaled).
+	HelloSpread time.Duration
+	// SlowDelay is the connection-level delay of the slow fault (default 2 s).
+	SlowDelay time.Duration
+	// Faults are applied to seeded shares of the fleet at start.
+	Faults []FaultSpec
+	// Configs, when set, are the devices (a loaded fleet file); Devices,
+	// Seed, Base and the shares are then not used.
+	Configs []firmware.Config
+	Logger  *slog.Logger
+}
+
+func (o *Options) defaults() error {
+	if o.Base == (netip.Addr{}) {
+		o.Base = netip.MustParseAddr(DefaultBase)
+	}
+	if o.Range == (netip.Prefix{}) {
+		o.Range = netip.MustParsePrefix(DefaultRange)
+	}
+	if o.ProvisionServer == "" {
+		o.ProvisionServer = DefaultProvisionServer
+	}
+	if o.DNSSuffix == "" {
+		o.DNSSuffix = DefaultDNSSuffix
+	}
+	if o.AdminUser == "" {
+		o.AdminUser = DefaultAdminUser
+	}
+	if o.TimeScale == 0 {
+		o.TimeScale = 1
+	}
+	if o.TimeScale < 0 || math.IsNaN(o.TimeScale) || math.IsInf(o.TimeScale, 0) {
+		return fmt.Errorf("time scale %v must be a positive number", o.TimeScale)
+	}
+	if o.Latency < 0 || o.KeyGenDelay < 0 || o.CommitDelay < 0 || o.SlowDelay < 0 {
+		return errors.New("latency and delays must not be negative")
+	}
+	if len(o.HelloSchedule.Phases) == 0 && o.HelloSchedule.Cutoff == 0 {
+		o.HelloSchedule = hello.DefaultSchedule()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, f := range o.Faults {
+		if !KnownFault(f.Kind) {
+			return fmt.Errorf("fault %q: unknown kind", f.Kind)
+		}
+		if f.Share < 0 || f.Share > 1 || math.IsNaN(f.Share) || f.For < 0 {
+			return fmt.Errorf("fault %s: share %v or duration %v out of range", f.Kind, f.Share, f.For)
+		}
+	}
+	return nil
+}
+
+// faultKinds are the faults the control API and --faults accept.
+var faultKinds = []firmware.FaultKind{
+	firmware.FaultReset, firmware.FaultReboot, firmware.FaultUnreachable, firmware.FaultSlow,
+	firmware.FaultWrongPassword, firmware.FaultCertRefused, firmware.FaultTransient5xx,
+}
+
+// KnownFault reports whether k is a fault kind the simulator implements.
+func KnownFault(k firmware.FaultKind) bool { return slices.Contains(faultKinds, k) }
+
+// forever stands for "the whole run" in fault durations.
+const forever = 100 * 365 * 24 * time.Hour
+
+type member struct {
+	d  *firmware.Device
+	ep *listener.Endpoint
+}
+
+// Fleet is a running simulated fleet.
+type Fleet struct {
+	opts    Options
+	members []member
+	byUUID  map[string]*member
+	sender  *hello.Sender
+	cancel  context.CancelFunc
+	started time.Time
+	startIn time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start makes the fleet and returns once every device listens on its
+// address. Close stops it.
+func Start(ctx context.Context, opts Options) (*Fleet, error) {
+	began := time.Now()
+	if err := opts.defaults(); err != nil {
+		return nil, fmt.Errorf("start fleet: %w", err)
+	}
+	cfgs := opts.Configs
+	if cfgs == nil {
+		var err error
+		cfgs, err = fleetgen.Generate(fleetgen.Options{
+			Count: opts.Devices, Seed: opts.Seed, Base: opts.Base, Range: opts.Range,
+			DNSSuffix: opts.DNSSuffix, TrustHashes: opts.TrustHashes,
+			LegacyShare: opts.LegacyShare, ProvisionedShare: opts.ProvisionedShare,
+			AdminUser: opts.AdminUser, AdminPassword: opts.AdminPassword,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("start fleet: %w", err)
+		}
+	}
+	// Three sockets per device, plus hello dials, control and client slack.
+	if err := raiseFDLimit(uint64(3*len(cfgs) + 1024)); err != nil {
+		return nil, fmt.Errorf("start fleet of %d devices: %w", len(cfgs), err)
+	}
+	sender, err := hello.New(hello.Config{
+		Server: opts.ProvisionServer, Schedule: opts.HelloSchedule, TimeScale: opts.TimeScale,
+		Spread: opts.HelloSpread, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start fleet: %w", err)
+	}
+	f := &Fleet{opts: opts, members: make([]member, 0, len(cfgs)), byUUID: make(map[string]*member, len(cfgs)), sender: sender}
+	keys := keypool.New(8)
+	lcfg := listener.Config{HTTPPort: opts.HTTPPort, TLSPort: opts.TLSPort, RMCPPort: opts.RMCPPort, SlowDelay: opts.SlowDelay, Logger: opts.Logger}
+	for i, c := range cfgs {
+		addr, err := netip.ParseAddr(c.IP)
+		if err != nil {
+			f.closeEndpoints()
+			return nil, fmt.Errorf("start fleet: device %d (%s) address %q: %w", i, c.UUID, c.IP, err)
+		}
+		d, err := firmware.NewDevice(c, opts.realism(c.Seed), keys)
+		if err != nil {
+			f.closeEndpoints()
+			return nil, fmt.Errorf("start fleet: device %d: %w", i, err)
+		}
+		key := strings.ToLower(c.UUID)
+		if _, dup := f.byUUID[key]; dup {
+			f.closeEndpoints()
+			return nil, fmt.Errorf("start fleet: device %d: duplicate uuid %s", i, c.UUID)
+		}
+		ep, err := listener.Open(ctx, d, addr, lcfg)
+		if err != nil {
+			f.closeEndpoints()
+			return nil, fmt.Errorf("start fleet: device %d: %w", i, err)
+		}
+		f.members = append(f.members, member{d: d, ep: ep})
+		f.byUUID[key] = &f.members[len(f.members)-1]
+	}
+	f.applyFaults(time.Now())
+	for i := range f.members {
+		f.members[i].ep.Serve()
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f.cancel = cancel
+	for i, m := range f.members {
+		sender.Start(runCtx, m.d, m.ep.Addr(), m.d.Config().Seed^int64(i))
+	}
+	f.started = time.Now()
+	f.startIn = f.started.Sub(began)
+	opts.Logger.Info("amtsim fleet listening", "devices", len(f.members), "start", f.startIn)
+	return f, nil
+}
+
+// realism draws per-call latency from a seeded log-normal distribution
+// with mean o.Latency (sigma 0.4), so most calls sit near the mean and a
+// few are two or three times slower, as on a busy network.
+func (o *Options) realism(seed int64) firmware.Realism {
+	r := firmware.Realism{KeyGenDelay: o.KeyGenDelay, CommitDelay: o.CommitDelay}
+	if o.Latency <= 0 {
+		return r
+	}
+	const sigma = 0.4
+	mean := float64(o.Latency)
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x6c6174))
+	r.Latency = func() time.Duration {
+		mu.Lock()
+		z := rng.NormFloat64()
+		mu.Unlock()
+		return time.Duration(mean * math.Exp(sigma*z-sigma*sigma/2))
+	}
+	return r
+}
+
+// applyFaults puts each FaultSpec on an exact, seeded share of devices.
+func (f *Fleet) applyFaults(now time.Time) {
+	for i, spec := range f.opts.Faults {
+		n := int(math.Round(spec.Share * float64(len(f.members))))
+		dur := spec.For
+		if dur == 0 {
+			dur = forever
+		}
+		perm := rand.New(rand.NewPCG(uint64(f.opts.Seed), uint64(i)+0xfa17)).Perm(len(f.members))
+		for _, j := range perm[:n] {
+			f.members[j].d.InjectFault(spec.Kind, now.Add(dur))
+		}
+	}
+}
+
+func (f *Fleet) closeEndpoints() error {
+	var errs []error
+	for _, m := range f.members {
+		errs = append(errs, m.ep.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the hello senders and every listener, and waits for all of
+// the fleet's goroutines.
+func (f *Fleet) Close() error {
+	f.closeOnce.Do(func() {
+		f.cancel()
+		f.sender.Wait()
+		if err := f.closeEndpoints(); err != nil {
+			f.closeErr = fmt.Errorf("close fleet: %w", err)
+		}
+	})
+	return f.closeErr
+}
+
+// Devices returns the fleet's devices in address order.
+func (f *Fleet) Devices() []*firmware.Device {
+	out := make([]*firmware.Device, len(f.members))
+	for i, m := range f.members {
+		out[i] = m.d
+	}
+	return out
+}
+
+// Device finds a device by UUID (canonical text form, any case).
+func (f *Fleet) Device(uuid string) (*firmware.Device, bool) {
+	m, ok := f.byUUID[strings.ToLower(uuid)]
+	if !ok {
+		return nil, false
+	}
+	return m.d, true
+}
+
+// Probes returns a device's probe counts of the last minute, per second.
+func (f *Fleet) Probes(uuid string) ([]ProbeSecond, bool) {
+	m, ok := f.byUUID[strings.ToLower(uuid)]
+	if !ok {
+		return nil, false
+	}
+	return m.ep.Probes.Seconds(time.Now()), true
+}
+
+// MaxProbesPerSecond is the busiest second of the last minute for a device,
+// over RMCP pings and TCP connections together.
+func (f *Fleet) MaxProbesPerSecond(uuid string) (int, bool) {
+	m, ok := f.byUUID[strings.ToLower(uuid)]
+	if !ok {
+		return 0, false
+	}
+	return m.ep.Probes.Max(time.Now()), true
+}
+
+// InjectFault makes kind active on a device for the duration d.
+func (f *Fleet) InjectFault(uuid string, kind firmware.FaultKind, d time.Duration) error {
+	if !KnownFault(kind) {
+		return fmt.Errorf("inject fault %q: unknown kind", kind)
+	}
+	if d <= 0 {
+		return fmt.Errorf("inject fault %s: duration %v must be positive", kind, d)
+	}
+	dev, ok := f.Device(uuid)
+	if !ok {
+		return fmt.Errorf("inject fault %s on %s: %w", kind, uuid, ErrNoDevice)
+	}
+	dev.InjectFault(kind, time.Now().Add(d))
+	return nil
+}
+
+// ErrNoDevice is returned for a UUID the fleet does not have.
+var ErrNoDevice = errors.New("no such device")
+
+// Stats is the fleet's ground truth in numbers.
+type Stats struct {
+	Devices               int            `json:"devices"`
+	States                map[string]int `json:"states"`
+	HellosSent            int64          `json:"hellos_sent"`
+	RMCPPings             int64          `json:"rmcp_pings"`
+	HTTPProbes            int64          `json:"http_probes"`
+	WSManCalls            int64          `json:"wsman_calls"`
+	TLSRejections         int64          `json:"tls_rejections"`
+	SessionsOpen          int64          `json:"sessions_open"`
+	SessionsMaxConcurrent int64          `json:"sessions_max_concurrent"`
+	StartSeconds          float64        `json:"start_seconds"`
+	UptimeSeconds         float64        `json:"uptime_seconds"`
+}
+
+// Stats sums the devices' counters.
+func (f *Fleet) Stats() Stats {
+	s := Stats{
+		Devices:       len(f.members),
+		States:        map[string]int{"pre": 0, "in": 0, "post": 0},
+		StartSeconds:  f.startIn.Seconds(),
+		UptimeSeconds: time.Since(f.started).Seconds(),
+	}
+	for _, m := range f.members {
+		c := &m.d.Counters
+		s.States[m.d.State().String()]++
+		s.HellosSent += c.HellosSent.Load()
+		s.RMCPPings += c.RMCPPings.Load()
+		s.HTTPProbes += c.HTTPProbes.Load()
+		s.WSManCalls += c.WSManCalls.Load()
+		s.TLSRejections += c.TLSRejections.Load()
+		s.SessionsOpen += c.Sessions.Load()
+		s.SessionsMaxConcurrent = max(s.SessionsMaxConcurrent, c.SessionsMaxConcurrent.Load())
+	}
+	return s
+}
+
+// ControlHandler serves the control API of INTERFACES.md "Simulator".
+func (f *Fleet) ControlHandler() http.Handler {
+	return control.New(control.Source{
+		Devices:     f.Devices,
+		Device:      f.Device,
+		Probes:      func(u string) (any, bool) { return f.Probes(u) },
+		Stats:       func() any { return f.Stats() },
+		InjectFault: f.InjectFault,
+		KnownFault:  KnownFault,
+	})
+}
+
+// fleetFile is the JSON a fleet is saved as.
+type fleetFile struct {
+	Format  string            `json:"format"`
+	Devices []firmware.Config `json:"devices"`
+}
+
+const (
+	fleetFormat     = "amtsim-fleet/1"
+	maxFleetFileLen = 256 << 20
+)
+
+// Save writes the fleet's device identities (as configured, including the
+// simulated secrets: MEBx and admin passwords) to path, mode 0600.
+func (f *Fleet) Save(path string) error {
+	ff := fleetFile{Format: fleetFormat, Devices: make([]firmware.Config, len(f.members))}
+	for i, m := range f.members {
+		ff.Devices[i] = m.d.Config()
+	}
+	b, err := json.MarshalIndent(ff, "", " ")
+	if err != nil {
+		return fmt.Errorf("save fleet: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".amtsim-fleet-*")
+	if err != nil {
+		return fmt.Errorf("save fleet to %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save fleet to %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save fleet to %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save fleet to %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadFleetFile reads the device identities of a saved fleet.
+func ReadFleetFile(path string) ([]firmware.Config, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read fleet file: %w", err)
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, maxFleetFileLen+1))
+	if err != nil {
+		return nil, fmt.Errorf("read fleet file %s: %w", path, err)
+	}
+	if len(b) > maxFleetFileLen {
+		return nil, fmt.Errorf("read fleet file %s: larger than %d bytes", path, maxFleetFileLen)
+	}
+	var ff fleetFile
+	if err := json.Unmarshal(b, &ff); err != nil {
+		return nil, fmt.Errorf("read fleet file %s: %w", path, err)
+	}
+	if ff.Format != fleetFormat {
+		return nil, fmt.Errorf("read fleet file %s: format %q, want %q", path, ff.Format, fleetFormat)
+	}
+	if ff.Devices == nil {
+		ff.Devices = []firmware.Config{}
+	}
+	return ff.Devices, nil
+}
+
+// Load starts the fleet saved at path; opts gives everything but the
+// devices (ports, provisioning server, time scale, faults...).
+func Load(ctx context.Context, path string, opts Options) (*Fleet, error) {
+	cfgs, err := ReadFleetFile(path)
+	if err != nil {
+		return nil, err
+	}
+	opts.Configs = cfgs
+	return Start(ctx, opts)
+}
+
+// ParseFaults reads the --faults flag: comma-separated KIND=SHARE[@DURATION],
+// e.g. "slow=0.05,reset=0.01@10m". Without a duration the fault lasts the
+// whole run.
+func ParseFaults(spec string) ([]FaultSpec, error) {
+	var out []FaultSpec
+	for _, item := range strings.Split(spec, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		kind, rest, ok := strings.Cut(item, "=")
+		if !ok {
+			return nil, fmt.Errorf("fault %q: want KIND=SHARE[@DURATION]", item)
+		}
+		share, dur, hasDur := strings.Cut(rest, "@")
+		fs := FaultSpec{Kind: firmware.FaultKind(kind)}
+		if !KnownFault(fs.Kind) {
+			return nil, fmt.Errorf("fault %q: unknown kind %q", item, kind)
+		}
+		v, err := strconv.ParseFloat(share, 64)
+		if err != nil || v < 0 || v > 1 {
+			return nil, fmt.Errorf("fault %q: share %q must be a number from 0 to 1", item, share)
+		}
+		fs.Share = v
+		if hasDur {
+			d, err := time.ParseDuration(dur)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("fault %q: duration %q must be positive (e.g. 10m)", item, dur)
+			}
+			fs.For = d
+		}
+		out = append(out, fs)
+	}
+	return out, nil
+}
