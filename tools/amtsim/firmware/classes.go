@@ -970,6 +970,7 @@ func listEthernet(c *call) []instance {
 	return []instance{
 		{class: "AMT_EthernetPortSettings", uri: uri, props: []prop{
 			p("DHCPEnabled", "true"),
+			p("DefaultGateway", "192.168.0.1"),
 			p("ElementName", "Intel(r) AMT Ethernet Port Settings"),
 			p("InstanceID", "Intel(r) AMT Ethernet Port Settings 0"),
 			p("IpSyncEnabled", "true"),
@@ -977,9 +978,12 @@ func listEthernet(c *call) []instance {
 			p("LinkPolicy", "1", "14"),
 			p("MACAddress", mac),
 			p("PhysicalConnectionType", "0"),
+			p("PrimaryDNS", "192.168.0.1"),
+			p("SecondaryDNS", "192.168.0.2"),
 			p("SharedDynamicIP", "true"),
 			p("SharedMAC", "true"),
 			p("SharedStaticIp", "false"),
+			p("SubnetMask", "255.255.255.0"),
 		}},
 		{class: "AMT_EthernetPortSettings", uri: uri, props: []prop{
 			p("ConsoleTcpMaxRetransmissions", "5"),
