@@ -7,6 +7,8 @@
 -- old_event_id), so an older event never overwrites newer data, the same
 -- event applied twice changes nothing, and replaying the stream in any order
 -- gives the same rows. NULL <group>_at means "no event has set this group".
+-- Event ids compare bytewise (COLLATE "C"), as Go compares strings, so a
+-- writer that merges events in memory first agrees with the database.
 -- No column holds the time a row was written: that would differ on replay.
 
 -- +goose Up
@@ -24,22 +26,22 @@ CREATE TABLE oob_capability (
     admin_credentials_set   boolean,
     root_hashes             jsonb NOT NULL DEFAULT '[]', -- [{"alg":"sha256","hex":"..."}]
     hello_at                timestamptz,
-    hello_event_id          text,
+    hello_event_id          text COLLATE "C",
 
     -- group "state": AMT provisioning state (PROTOCOL.md §2.2)
     provisioning_state text CHECK (provisioning_state IN ('pre', 'in', 'post')),
     state_at           timestamptz,
-    state_event_id     text,
+    state_event_id     text COLLATE "C",
 
     -- group "version": firmware version as discovery or the provisioner read it
     amt_version      text NOT NULL DEFAULT '',
     version_at       timestamptz,
-    version_event_id text,
+    version_event_id text COLLATE "C",
 
     -- group "ports": AMT ports found open by discovery (PROTOCOL.md §1)
     ports          integer[] NOT NULL DEFAULT '{}',
     ports_at       timestamptz,
-    ports_event_id text,
+    ports_event_id text COLLATE "C",
 
     -- group "config": configuration read back from the device after provisioning
     sku             text    NOT NULL DEFAULT '',
@@ -49,7 +51,7 @@ CREATE TABLE oob_capability (
     ider            boolean NOT NULL DEFAULT false,
     kvm             boolean NOT NULL DEFAULT false,
     config_at       timestamptz,
-    config_event_id text
+    config_event_id text COLLATE "C"
 );
 
 -- GET /v1/devices?state=... pages through one state in uuid order.
@@ -61,14 +63,14 @@ CREATE TABLE device_location (
     -- group "addr": the address the device was last heard from or found at
     ip            inet,
     addr_at       timestamptz,
-    addr_event_id text,
+    addr_event_id text COLLATE "C",
 
     -- group "net": link details (discovery, provisioner)
     mac          macaddr,
     subnet       cidr,
     fqdn_source  text NOT NULL DEFAULT '', -- where the FQDN came from: dhcp, mebx, reverse-dns, ...
     net_at       timestamptz,
-    net_event_id text,
+    net_event_id text COLLATE "C",
 
     -- monotonic times, merged with GREATEST (no group needed)
     last_hello_at timestamptz,
@@ -87,7 +89,7 @@ CREATE TABLE device_identification (
     manufacturer   text NOT NULL DEFAULT '',
     smbios_uuid    uuid,
     ident_at       timestamptz,
-    ident_event_id text
+    ident_event_id text COLLATE "C"
 );
 
 -- The latest provisioning event about a device: the "provisioning" block of
@@ -101,7 +103,7 @@ CREATE TABLE device_provisioning (
     step       text        NOT NULL DEFAULT '',
     error_code text        NOT NULL DEFAULT '',
     updated_at timestamptz NOT NULL, -- the event's time
-    event_id   text        NOT NULL
+    event_id   text COLLATE "C" NOT NULL
 );
 
 -- +goose Down

@@ -1,0 +1,123 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/amtprov/amtprov/libs/events"
+	"github.com/amtprov/amtprov/services/inventory/internal/pgstore"
+	"github.com/amtprov/amtprov/services/inventory/internal/record"
+)
+
+const (
+	// writeRetryFor bounds in-process retries of a batch the database could
+	// not take; after that the messages go back to JetStream.
+	writeRetryFor = 3 * time.Second
+	// maxLinks caps the links from a batch span to its messages' spans.
+	maxLinks = 128
+)
+
+// Apply applies one event: it looks up the handler for the event's type,
+// derives the update, and waits until the batch holding it is committed.
+// The error is nil when the event is durably applied or deliberately
+// ignored; it wraps events.ErrInvalid when the event can never be applied
+// (terminate it), and is anything else when it may succeed later.
+func (s *Service) Apply(ctx context.Context, env events.Envelope) error {
+	h, ok := s.handlers[env.Type]
+	if !ok {
+		s.count(ctx, env.Type, "ignored")
+		return nil
+	}
+	p, err := env.Decode()
+	if err != nil {
+		s.count(ctx, env.Type, "invalid")
+		return err
+	}
+	u, err := h(env, p)
+	if err != nil {
+		s.count(ctx, env.Type, "invalid")
+		return err
+	}
+	if u == nil {
+		s.count(ctx, env.Type, "ignored")
+		return nil
+	}
+	if err := s.batches.Submit(ctx, pending{update: *u, span: trace.SpanContextFromContext(ctx)}); err != nil {
+		s.count(ctx, env.Type, "failed")
+		return fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err)
+	}
+	s.count(ctx, env.Type, "applied")
+	return nil
+}
+
+func (s *Service) count(ctx context.Context, typ, outcome string) {
+	s.m.events.Add(ctx, 1, metric.WithAttributes(attribute.String("type", typ), attribute.String("outcome", outcome)))
+}
+
+// errRefused marks a batch the database refused for its content: retrying
+// cannot help, splitting may isolate the culprit.
+var errRefused = errors.New("database refused the update")
+
+func splitBatch(err error) bool { return errors.Is(err, errRefused) }
+
+// writeBatch is the batcher's flush: one transaction for the whole batch,
+// retried briefly while the database is unreachable.
+func (s *Service) writeBatch(ctx context.Context, items []pending) error {
+	links := make([]trace.Link, 0, min(len(items), maxLinks))
+	for _, it := range items {
+		if it.span.IsValid() && len(links) < maxLinks {
+			links = append(links, trace.Link{SpanContext: it.span})
+		}
+	}
+	ctx, span := s.tracer.Start(ctx, "inventory.write_batch", trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("inventory.batch.size", len(items))))
+	defer span.End()
+	start := time.Now()
+
+	updates := make([]record.Update, len(items))
+	for i, it := range items {
+		updates[i] = it.update
+	}
+	b := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(50*time.Millisecond),
+		backoff.WithMaxInterval(time.Second),
+		backoff.WithMaxElapsedTime(writeRetryFor),
+	), ctx)
+	err := backoff.Retry(func() error {
+		err := s.repo.Apply(ctx, updates)
+		switch {
+		case err == nil || pgstore.Retryable(err):
+			return err
+		case pgstore.Refused(err):
+			return backoff.Permanent(fmt.Errorf("%w: %w", errRefused, err))
+		}
+		// Neither transient nor about the data (a bug, a schema mismatch
+		// during a rolling upgrade): JetStream redelivers later.
+		return backoff.Permanent(err)
+	}, b)
+	var perm *backoff.PermanentError
+	if errors.As(err, &perm) {
+		err = perm.Err
+	}
+
+	s.m.batchSize.Record(ctx, int64(len(items)))
+	s.m.batchDur.Record(ctx, time.Since(start).Seconds())
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "write batch")
+		s.log.WarnContext(ctx, "inventory batch not written", "size", len(items), "err", err)
+		if errors.Is(err, errRefused) && len(items) == 1 {
+			// One event the database will never take: terminate it.
+			return fmt.Errorf("%w: %w", events.ErrInvalid, err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,329 @@
+// Package pgstore is the inventory's PostgreSQL repository: it applies
+// batches of record.Update in one transaction and reads DEVICE documents
+// for the API. Schema: libs/store/migrations.
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/amtprov/amtprov/services/inventory/internal/record"
+)
+
+// ErrNotFound is returned by Get for a device the inventory has never heard of.
+var ErrNotFound = errors.New("device not found")
+
+// Repo reads and writes the inventory tables.
+type Repo struct{ pool *pgxpool.Pool }
+
+// New returns a repository on pool.
+func New(pool *pgxpool.Pool) *Repo { return &Repo{pool: pool} }
+
+// Merge folds updates about the same device together (record.Update.Merge)
+// and returns one update per device, sorted by UUID: every transaction then
+// locks rows in the same order, so concurrent batches (other replicas)
+// cannot deadlock, and no statement touches a row twice.
+func Merge(updates []record.Update) []record.Update {
+	byUUID := make(map[string]int, len(updates))
+	out := make([]record.Update, 0, len(updates))
+	for _, u := range updates {
+		if i, ok := byUUID[u.UUID]; ok {
+			out[i].Merge(u)
+			continue
+		}
+		byUUID[u.UUID] = len(out)
+		out = append(out, u)
+	}
+	slices.SortFunc(out, func(a, b record.Update) int { return strings.Compare(a.UUID, b.UUID) })
+	return out
+}
+
+// Apply writes updates in one transaction: all of them or none.
+func (r *Repo) Apply(ctx context.Context, updates []record.Update) error {
+	us := Merge(updates)
+	if len(us) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	queueDevices(b, us)
+	queueCapability(b, us)
+	queueLocation(b, us)
+	queueProvisioning(b, us)
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("apply %d updates (%d devices): %w", len(updates), len(us), err)
+	}
+	return nil
+}
+
+// Retryable reports whether a failed Apply may succeed if tried again (lost
+// connection, deadlock, serialization failure, server shutting down) rather
+// than being refused for its data.
+func Retryable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "08", "40", "53", "57", "58": // connection, transaction rollback, resources, operator intervention, system
+			return true
+		}
+		return false
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// Refused reports whether the database rejected the data itself (a data
+// exception or a constraint violation): the same rows will fail again.
+func Refused(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23")
+	}
+	return false
+}
+
+// newer is the SQL form of record.Mark.After for group g of table t against
+// the proposed row EXCLUDED.
+func newer(t, g string) string {
+	return fmt.Sprintf("(EXCLUDED.%[2]s_at IS NOT NULL AND (%[1]s.%[2]s_at IS NULL OR (EXCLUDED.%[2]s_at, EXCLUDED.%[2]s_event_id) > (%[1]s.%[2]s_at, %[1]s.%[2]s_event_id)))", t, g)
+}
+
+// setGroup renders "col = CASE WHEN newer THEN EXCLUDED.col ELSE t.col END"
+// for the group's columns and its mark.
+func setGroup(t, g string, cols ...string) string {
+	cond := newer(t, g)
+	cols = append(cols, g+"_at", g+"_event_id")
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = fmt.Sprintf("%[1]s = CASE WHEN %[3]s THEN EXCLUDED.%[1]s ELSE %[2]s.%[1]s END", c, t, cond)
+	}
+	return strings.Join(parts, ",\n  ")
+}
+
+func at(m *record.Mark) (*time.Time, *string) {
+	if m == nil {
+		return nil, nil
+	}
+	return &m.At, &m.EventID
+}
+
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+const devicesSQL = `
+INSERT INTO devices AS d (uuid, first_seen, last_seen)
+SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[])
+ON CONFLICT (uuid) DO UPDATE SET
+  first_seen = LEAST(d.first_seen, EXCLUDED.first_seen),
+  last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen)
+WHERE EXCLUDED.first_seen < d.first_seen OR EXCLUDED.last_seen > d.last_seen`
+
+func queueDevices(b *pgx.Batch, us []record.Update) {
+	ids := make([]string, len(us))
+	first := make([]time.Time, len(us))
+	last := make([]time.Time, len(us))
+	for i, u := range us {
+		ids[i], first[i], last[i] = u.UUID, u.FirstSeen, u.LastSeen
+	}
+	b.Queue(devicesSQL, ids, first, last)
+}
+
+var capabilitySQL = `
+INSERT INTO oob_capability AS c (uuid,
+  hello_interface_version, admin_credentials_set, root_hashes, hello_at, hello_event_id,
+  provisioning_state, state_at, state_event_id,
+  amt_version, version_at, version_event_id,
+  ports, ports_at, ports_event_id)
+SELECT u.uuid,
+  u.hiv, u.acs, coalesce(u.rh::jsonb, '[]'), u.hat, u.hid,
+  u.ps, u.sat, u.sid,
+  coalesce(u.av, ''), u.vat, u.vid,
+  coalesce(u.ports::integer[], '{}'), u.pat, u.pid
+FROM unnest($1::uuid[],
+  $2::smallint[], $3::boolean[], $4::text[], $5::timestamptz[], $6::text[],
+  $7::text[], $8::timestamptz[], $9::text[],
+  $10::text[], $11::timestamptz[], $12::text[],
+  $13::text[], $14::timestamptz[], $15::text[])
+  AS u(uuid, hiv, acs, rh, hat, hid, ps, sat, sid, av, vat, vid, ports, pat, pid)
+ON CONFLICT (uuid) DO UPDATE SET
+  ` + setGroup("c", "hello", "hello_interface_version", "admin_credentials_set", "root_hashes") + `,
+  ` + setGroup("c", "state", "provisioning_state") + `,
+  ` + setGroup("c", "version", "amt_version") + `,
+  ` + setGroup("c", "ports", "ports") + `
+WHERE ` + strings.Join([]string{newer("c", "hello"), newer("c", "state"), newer("c", "version"), newer("c", "ports")}, "\n   OR ")
+
+func queueCapability(b *pgx.Batch, us []record.Update) {
+	n := 0
+	for i := range us {
+		if us[i].HasCapability() {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	var (
+		ids                = make([]string, 0, n)
+		hiv                = make([]*int16, 0, n)
+		acs                = make([]*bool, 0, n)
+		rh, ps, av, ports  = make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
+		hat, sat, vat, pat = make([]*time.Time, 0, n), make([]*time.Time, 0, n), make([]*time.Time, 0, n), make([]*time.Time, 0, n)
+		hid, sid, vid, pid = make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
+	)
+	for i := range us {
+		u := &us[i]
+		if !u.HasCapability() {
+			continue
+		}
+		ids = append(ids, u.UUID)
+		if h := u.Hello; h != nil {
+			v := int16(h.InterfaceVersion)
+			js, _ := json.Marshal(nonNil(h.RootHashes)) // a slice of plain structs always marshals
+			s := string(js)
+			hiv, acs, rh = append(hiv, &v), append(acs, &h.AdminCredentialsSet), append(rh, &s)
+		} else {
+			hiv, acs, rh = append(hiv, nil), append(acs, nil), append(rh, nil)
+		}
+		t, id := markOf(u.Hello, func(g *record.Hello) *record.Mark { return &g.Mark })
+		hat, hid = append(hat, t), append(hid, id)
+
+		if s := u.State; s != nil {
+			ps = append(ps, &s.State)
+		} else {
+			ps = append(ps, nil)
+		}
+		t, id = markOf(u.State, func(g *record.State) *record.Mark { return &g.Mark })
+		sat, sid = append(sat, t), append(sid, id)
+
+		if v := u.Version; v != nil {
+			av = append(av, &v.AMTVersion)
+		} else {
+			av = append(av, nil)
+		}
+		t, id = markOf(u.Version, func(g *record.Version) *record.Mark { return &g.Mark })
+		vat, vid = append(vat, t), append(vid, id)
+
+		if p := u.Ports; p != nil {
+			s := intArray(p.Ports)
+			ports = append(ports, &s)
+		} else {
+			ports = append(ports, nil)
+		}
+		t, id = markOf(u.Ports, func(g *record.Ports) *record.Mark { return &g.Mark })
+		pat, pid = append(pat, t), append(pid, id)
+	}
+	b.Queue(capabilitySQL, ids, hiv, acs, rh, hat, hid, ps, sat, sid, av, vat, vid, ports, pat, pid)
+}
+
+var locationSQL = `
+INSERT INTO device_location AS l (uuid, ip, addr_at, addr_event_id, last_hello_at, last_seen)
+SELECT u.uuid, u.ip::inet, u.aat, u.aid, u.lh, u.ls
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::timestamptz[])
+  AS u(uuid, ip, aat, aid, lh, ls)
+ON CONFLICT (uuid) DO UPDATE SET
+  ` + setGroup("l", "addr", "ip") + `,
+  last_hello_at = GREATEST(l.last_hello_at, EXCLUDED.last_hello_at),
+  last_seen = GREATEST(l.last_seen, EXCLUDED.last_seen)
+WHERE ` + newer("l", "addr") + `
+   OR EXCLUDED.last_hello_at > l.last_hello_at OR (l.last_hello_at IS NULL AND EXCLUDED.last_hello_at IS NOT NULL)
+   OR EXCLUDED.last_seen > l.last_seen OR (l.last_seen IS NULL AND EXCLUDED.last_seen IS NOT NULL)`
+
+func queueLocation(b *pgx.Batch, us []record.Update) {
+	var (
+		ids     []string
+		ip, aid []*string
+		aat     []*time.Time
+		lh, ls  []*time.Time
+	)
+	for i := range us {
+		u := &us[i]
+		if !u.HasLocation() {
+			continue
+		}
+		ids = append(ids, u.UUID)
+		if a := u.Addr; a != nil {
+			ip = append(ip, &a.IP)
+		} else {
+			ip = append(ip, nil)
+		}
+		t, id := markOf(u.Addr, func(g *record.Addr) *record.Mark { return &g.Mark })
+		aat, aid = append(aat, t), append(aid, id)
+		lh, ls = append(lh, nullTime(u.LastHelloAt)), append(ls, nullTime(u.LocationSeen))
+	}
+	if len(ids) > 0 {
+		b.Queue(locationSQL, ids, ip, aat, aid, lh, ls)
+	}
+}
+
+var provisioningSQL = `
+INSERT INTO device_provisioning AS p (uuid, state, job_id, attempt, profile, step, error_code, updated_at, event_id)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[], $7::text[],
+  $8::timestamptz[], $9::text[])
+ON CONFLICT (uuid) DO UPDATE SET
+  state = EXCLUDED.state, job_id = EXCLUDED.job_id, attempt = EXCLUDED.attempt, profile = EXCLUDED.profile,
+  step = EXCLUDED.step, error_code = EXCLUDED.error_code, updated_at = EXCLUDED.updated_at, event_id = EXCLUDED.event_id
+WHERE (EXCLUDED.updated_at, EXCLUDED.event_id) > (p.updated_at, p.event_id)`
+
+func queueProvisioning(b *pgx.Batch, us []record.Update) {
+	var (
+		ids, state, job, profile, step, code, eid []string
+		attempt                                   []int32
+		upd                                       []time.Time
+	)
+	for i := range us {
+		p := us[i].Provisioning
+		if p == nil {
+			continue
+		}
+		ids = append(ids, us[i].UUID)
+		state, job, profile, step, code = append(state, p.State), append(job, p.JobID), append(profile, p.Profile), append(step, p.Step), append(code, p.ErrorCode)
+		attempt = append(attempt, int32(p.Attempt))
+		upd, eid = append(upd, p.At), append(eid, p.EventID)
+	}
+	if len(ids) > 0 {
+		b.Queue(provisioningSQL, ids, state, job, attempt, profile, step, code, upd, eid)
+	}
+}
+
+func markOf[G any](g *G, mark func(*G) *record.Mark) (*time.Time, *string) {
+	if g == nil {
+		return nil, nil
+	}
+	return at(mark(g))
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// intArray renders a PostgreSQL integer[] literal.
+func intArray(v []int) string {
+	var sb strings.Builder
+	sb.WriteByte('{')
+	for i, p := range v {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(strconv.Itoa(p))
+	}
+	sb.WriteByte('}')
+	return sb.String()
+}
