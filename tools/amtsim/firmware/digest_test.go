@@ -105,7 +105,9 @@ func TestDigestAuth(t *testing.T) {
 		{"absolute uri (go-wsman first try)", func(n string) string {
 			return digestAuth("gwm", "admin", adminPass, testRealm, n, "http://127.10.0.1:16992/wsman", 1, nil)
 		}, 200, ""},
-		{"wrong password", func(n string) string { return digestAuth("gwm", "admin", "Wr0ng-Pa55!", testRealm, n, "/wsman", 1, nil) }, 401, "false"},
+		{"wrong password", func(n string) string {
+			return digestAuth("gwm", "admin", "Wr0ng-Pa55!", testRealm, n, "/wsman", 1, nil)
+		}, 401, "false"},
 		{"wrong user", func(n string) string { return digestAuth("gwm", "root", adminPass, testRealm, n, "/wsman", 1, nil) }, 401, "false"},
 		{"wrong realm", func(n string) string {
 			return digestAuth("gwm", "admin", adminPass, "Digest:00000000000000000000000000000000", n, "/wsman", 1, nil)
@@ -118,7 +120,9 @@ func TestDigestAuth(t *testing.T) {
 			return fmt.Sprintf(`Digest username="admin", realm="%s", nonce="%s", uri="/wsman", response="%s"`, testRealm, n,
 				md5hex(md5hex("admin:"+testRealm+":"+adminPass)+":"+n+":"+md5hex("POST:/wsman")))
 		}, 401, "false"},
-		{"uri of another resource", func(n string) string { return digestAuth("gwm", "admin", adminPass, testRealm, n, "/index.htm", 1, nil) }, 401, "false"},
+		{"uri of another resource", func(n string) string {
+			return digestAuth("gwm", "admin", adminPass, testRealm, n, "/index.htm", 1, nil)
+		}, 401, "false"},
 		{"unknown nonce, right password", func(string) string {
 			return digestAuth("gwm", "admin", adminPass, testRealm, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "/wsman", 1, nil)
 		}, 401, "true"},

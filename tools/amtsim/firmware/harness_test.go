@@ -303,3 +303,5 @@ func (ca *testCA) issueNoT(pub any, cn string) *x509.Certificate {
 	}
 	return cert
 }
+
+func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
