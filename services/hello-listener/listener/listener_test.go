@@ -1,0 +1,345 @@
+package listener_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/amtprov/amtprov/libs/amt"
+	"github.com/amtprov/amtprov/libs/bus"
+	"github.com/amtprov/amtprov/libs/bus/bustest"
+	"github.com/amtprov/amtprov/libs/events"
+	"github.com/amtprov/amtprov/libs/telemetry"
+	"github.com/amtprov/amtprov/services/hello-listener/listener"
+)
+
+type fixture struct {
+	l       *listener.Listener
+	addr    string
+	js      jetstream.JetStream
+	metrics http.Handler
+}
+
+func start(t *testing.T, cfg listener.Config) fixture {
+	t.Helper()
+	_, js := bustest.Connect(t)
+	tel, _ := telemetry.NewForTest("hello-listener")
+	pub := bus.NewPublisher(js, "/hello-listener/test", tel)
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.Name == "" {
+		cfg.Name = "test"
+	}
+	l, err := listener.New(cfg, pub, listener.Options{Tracer: tel.Tracer, Meter: tel.Meter, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := l.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return fixture{l: l, addr: ln.Addr().String(), js: js, metrics: tel.Metrics}
+}
+
+// send writes pkt from the given local IP (nil: any) and closes, as firmware does.
+func send(t testing.TB, addr string, from net.IP, pkt []byte) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close()
+}
+
+func helloFor(t testing.TB, i int, retry uint32) ([]byte, string) {
+	t.Helper()
+	var u amt.UUID
+	u[0], u[1], u[2], u[15] = byte(i), byte(i>>8), byte(i>>16), 0xaa
+	h := amt.Hello{AdminCredentialsSet: true, InterfaceVersion: amt.InterfacePKI, RetryCount: retry, UUID: u,
+		RootHashes: []amt.RootHash{amt.HashCertificate(amt.HashSHA256, []byte(fmt.Sprint("root", i)))}}
+	b, err := h.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, u.String()
+}
+
+// sourceIP spreads senders over 127.20.0.0/16, as a fleet is spread over a
+// network, so that per-IP buckets see realistic traffic.
+func sourceIP(i int) net.IP { return net.IPv4(127, 20, byte(i>>8), byte(i)) }
+
+func streamCount(t testing.TB, js jetstream.JetStream) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// metric scrapes one Prometheus sample from the listener's meter.
+func metric(t testing.TB, h http.Handler, name, label string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	sc := bufio.NewScanner(rec.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+"{") && (label == "" || strings.Contains(line, label)) || strings.HasPrefix(line, name+" ") && label == "" {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+				return v
+			}
+		}
+	}
+	return 0
+}
+
+func TestValidHelloBecomesEvent(t *testing.T) {
+	f := start(t, listener.Config{})
+	pkt, uuid := helloFor(t, 1, 3)
+	send(t, f.addr, sourceIP(1), pkt)
+	waitFor(t, "one event", func() bool { return streamCount(t, f.js) == 1 })
+
+	s, err := f.js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := s.GetLastMsgForSubject(context.Background(), events.SubjectDeviceHello+"."+uuid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := events.Parse(raw.Subject, raw.Header, raw.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.ID != events.HelloID(uuid, 3) || raw.Header.Get(events.HeaderMsgID) != env.ID {
+		t.Fatalf("ids: ce-id %q Nats-Msg-Id %q", env.ID, raw.Header.Get(events.HeaderMsgID))
+	}
+	if raw.Header.Get("traceparent") == "" {
+		t.Fatal("no traceparent header: the hello's trace would not continue downstream")
+	}
+	p, err := env.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := p.(*events.DeviceHello)
+	if h.UUID != uuid || h.SourceIP != "127.20.0.1" || h.InterfaceVersion != 3 || h.RetryCount != 3 || !h.AdminCredentialsSet ||
+		len(h.RootHashes) != 1 || h.RootHashes[0].Alg != "sha256" || h.Listener != "test" || h.SourcePort == 0 {
+		t.Fatalf("event body %+v", h)
+	}
+	var body map[string]any
+	if err := json.Unmarshal(raw.Data, &body); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := body["pid"]; ok {
+		t.Fatal("v3 hello event carries a pid field")
+	}
+}
+
+func TestFirmwareRetriesCollapse(t *testing.T) {
+	f := start(t, listener.Config{})
+	pkt, _ := helloFor(t, 7, 0)
+	for i := 0; i < 3; i++ {
+		send(t, f.addr, sourceIP(7), pkt) // same (uuid, retry): one fact
+	}
+	pkt1, _ := helloFor(t, 7, 1)
+	send(t, f.addr, sourceIP(7), pkt1) // the next retry is a new fact
+	waitFor(t, "3 sends + 1 processed", func() bool {
+		return metric(t, f.metrics, "hellos_published_total", "") == 4
+	})
+	if n := streamCount(t, f.js); n != 2 {
+		t.Fatalf("stream holds %d hellos, want 2 (retry 0 de-duplicated)", n)
+	}
+}
+
+func TestRejections(t *testing.T) {
+	f := start(t, listener.Config{ReadTimeout: 300 * time.Millisecond})
+	good, _ := helloFor(t, 9, 0)
+	badVersion := append([]byte(nil), good...)
+	badVersion[2] = 9
+	cases := []struct {
+		name   string
+		pkt    []byte
+		hold   bool // keep the connection open (the listener must time out)
+		reason string
+	}{
+		{"garbage", []byte("\x00\x01garbage that is not a hello at all"), false, "bad_admin_credentials"},
+		{"short", good[:20], false, "short"},
+		{"unknown version", badVersion, false, "unknown_version"},
+		{"trailing garbage", append(append([]byte(nil), good...), 1, 2, 3), false, "trailing_garbage"},
+		{"oversized", append([]byte{0, 0, 3, 0}, make([]byte, 20000)...), false, "oversized"},
+		{"empty", nil, false, "empty"},
+		{"stalled", good[:30], true, "timeout"},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := metric(t, f.metrics, "hellos_rejected_total", `reason="`+c.reason+`"`)
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(100 + i)}}
+			conn, err := d.Dial("tcp", f.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.pkt) > 0 {
+				_, _ = conn.Write(c.pkt)
+			}
+			if !c.hold {
+				_ = conn.(*net.TCPConn).CloseWrite()
+			}
+			waitFor(t, c.reason+" counted", func() bool {
+				return metric(t, f.metrics, "hellos_rejected_total", `reason="`+c.reason+`"`) == before+1
+			})
+			_ = conn.Close()
+		})
+	}
+	if n := streamCount(t, f.js); n != 0 {
+		t.Fatalf("%d rejected packets reached the bus", n)
+	}
+}
+
+func TestPerIPRateLimit(t *testing.T) {
+	f := start(t, listener.Config{PerIPRate: 1, PerIPBurst: 3})
+	for i := 0; i < 8; i++ {
+		pkt, _ := helloFor(t, 200+i, 0)
+		send(t, f.addr, sourceIP(50), pkt)
+	}
+	waitFor(t, "8 connections handled", func() bool {
+		return metric(t, f.metrics, "hellos_published_total", "")+metric(t, f.metrics, "hellos_rejected_total", `reason="rate_limited"`) == 8
+	})
+	if got := metric(t, f.metrics, "hellos_published_total", ""); got < 3 || got > 4 {
+		t.Fatalf("published %v hellos from one IP with a burst of 3", got)
+	}
+	// Another address is not affected.
+	pkt, _ := helloFor(t, 300, 0)
+	before := metric(t, f.metrics, "hellos_published_total", "")
+	send(t, f.addr, sourceIP(51), pkt)
+	waitFor(t, "other IP published", func() bool { return metric(t, f.metrics, "hellos_published_total", "") == before+1 })
+}
+
+func TestStatusPage(t *testing.T) {
+	f := start(t, listener.Config{})
+	resp, err := http.Get("http://" + f.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "amtprov hello listener") {
+		t.Fatalf("status page: %d %q", resp.StatusCode, body)
+	}
+	if n := streamCount(t, f.js); n != 0 {
+		t.Fatal("an HTTP probe reached the bus")
+	}
+}
+
+// TestThousandHellosWithGarbage is the acceptance load of issue 2 at the
+// listener: 1,000 distinct hellos interleaved with 10,000 garbage packets;
+// every hello lands exactly once, every garbage packet is rejected with its
+// reason, and sending it all again adds nothing.
+func TestThousandHellosWithGarbage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test")
+	}
+	f := start(t, listener.Config{PerIPBurst: 100})
+	const hellos, garbage = 1000, 10000
+	good := make([][]byte, hellos)
+	for i := range good {
+		good[i], _ = helloFor(t, i, 0)
+	}
+	// Garbage of known reasons, each from a spread of source addresses.
+	kinds := []struct {
+		reason string
+		pkt    func(i int) []byte
+	}{
+		{"unknown_version", func(i int) []byte { b := append([]byte(nil), good[i%hellos]...); b[2] = byte(4 + i%200); return b }},
+		{"bad_admin_credentials", func(i int) []byte { b := append([]byte(nil), good[i%hellos]...); b[0] = 2 + byte(i%250); return b }},
+		{"short", func(i int) []byte { return good[i%hellos][:1+i%23] }},
+		{"trailing_garbage", func(i int) []byte { return append(append([]byte(nil), good[i%hellos]...), byte(i)) }},
+		{"bad_hash_type", func(i int) []byte { b := append([]byte(nil), good[i%hellos]...); b[25] = 9; return b }},
+	}
+	type job struct {
+		from net.IP
+		pkt  []byte
+	}
+	jobs := make(chan job, 256)
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				send(t, f.addr, j.from, j.pkt)
+			}
+		}()
+	}
+	run := func() {
+		g := 0
+		for i := 0; i < hellos; i++ {
+			jobs <- job{sourceIP(i), good[i]}
+			for k := 0; k < garbage/hellos; k++ {
+				jobs <- job{net.IPv4(127, 21, byte(g>>8), byte(g)), kinds[g%len(kinds)].pkt(g)}
+				g++
+			}
+		}
+	}
+	run()
+	waitFor(t, "all hellos published", func() bool { return streamCount(t, f.js) == hellos })
+	run()
+	close(jobs)
+	wg.Wait()
+	waitFor(t, "second round processed", func() bool {
+		return metric(t, f.metrics, "hellos_published_total", "") == 2*hellos
+	})
+	if n := streamCount(t, f.js); n != hellos {
+		t.Fatalf("stream holds %d hellos after a replay, want %d", n, hellos)
+	}
+	for _, k := range kinds {
+		if got := metric(t, f.metrics, "hellos_rejected_total", `reason="`+k.reason+`"`); got != 2*garbage/float64(len(kinds)) {
+			t.Errorf("reason %s: %v rejections, want %v", k.reason, got, 2*garbage/len(kinds))
+		}
+	}
+}
