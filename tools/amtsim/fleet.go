@@ -99,6 +99,8 @@ type Options struct {
 	SlowDelay time.Duration
 	// Faults are applied to seeded shares of the fleet at start.
 	Faults []FaultSpec
+	// Sockets chooses the socket layout (default LayoutAuto).
+	Sockets SocketLayout
 	// Configs, when set, are the devices (a loaded fleet file); Devices,
 	// Seed, Base and the shares are then not used.
 	Configs []firmware.Config
@@ -136,6 +138,11 @@ func (o *Options) defaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	switch o.Sockets {
+	case LayoutAuto, LayoutPerDevice, LayoutShared:
+	default:
+		return fmt.Errorf("socket layout %q: want %q or %q", o.Sockets, LayoutPerDevice, LayoutShared)
+	}
 	for _, f := range o.Faults {
 		if !KnownFault(f.Kind) {
 			return fmt.Errorf("fault %q: unknown kind", f.Kind)
@@ -164,9 +171,27 @@ type member struct {
 	ep *listener.Endpoint
 }
 
+// SocketLayout says how device sockets are bound.
+type SocketLayout string
+
+// Socket layouts. Both look the same from the network: every device answers
+// on its own address.
+const (
+	// LayoutAuto binds per device when the open-file limit allows (three
+	// descriptors a device), else shares.
+	LayoutAuto SocketLayout = ""
+	// LayoutPerDevice binds three sockets on each device's address.
+	LayoutPerDevice SocketLayout = "per-device"
+	// LayoutShared binds three sockets for the whole fleet on the wildcard
+	// address of the loopback interface and dispatches by destination.
+	LayoutShared SocketLayout = "shared"
+)
+
 // Fleet is a running simulated fleet.
 type Fleet struct {
 	opts    Options
+	layout  SocketLayout
+	sockets []*listener.Sockets
 	members []member
 	byUUID  map[string]*member
 	sender  *hello.Sender
@@ -198,8 +223,8 @@ func Start(ctx context.Context, opts Options) (*Fleet, error) {
 			return nil, fmt.Errorf("start fleet: %w", err)
 		}
 	}
-	// Three sockets per device, plus hello dials, control and client slack.
-	if err := raiseFDLimit(uint64(3*len(cfgs) + 1024)); err != nil {
+	layout, err := chooseLayout(opts.Sockets, len(cfgs))
+	if err != nil {
 		return nil, fmt.Errorf("start fleet of %d devices: %w", len(cfgs), err)
 	}
 	sender, err := hello.New(hello.Config{
@@ -209,7 +234,7 @@ func Start(ctx context.Context, opts Options) (*Fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start fleet: %w", err)
 	}
-	f := &Fleet{opts: opts, members: make([]member, 0, len(cfgs)), byUUID: make(map[string]*member, len(cfgs)), sender: sender}
+	f := &Fleet{opts: opts, layout: layout, members: make([]member, 0, len(cfgs)), byUUID: make(map[string]*member, len(cfgs)), sender: sender}
 	keys := keypool.New(8)
 	lcfg := listener.Config{HTTPPort: opts.HTTPPort, TLSPort: opts.TLSPort, RMCPPort: opts.RMCPPort, SlowDelay: opts.SlowDelay, Logger: opts.Logger}
 	for i, c := range cfgs {
@@ -228,17 +253,32 @@ func Start(ctx context.Context, opts Options) (*Fleet, error) {
 			f.closeEndpoints()
 			return nil, fmt.Errorf("start fleet: device %d: duplicate uuid %s", i, c.UUID)
 		}
-		ep, err := listener.Open(ctx, d, addr, lcfg)
-		if err != nil {
-			f.closeEndpoints()
-			return nil, fmt.Errorf("start fleet: device %d: %w", i, err)
+		ep := listener.NewEndpoint(d, addr, lcfg)
+		if layout == LayoutPerDevice {
+			s, err := listener.ListenDevice(ctx, ep)
+			if err != nil {
+				f.closeEndpoints()
+				return nil, fmt.Errorf("start fleet: device %d: %w", i, err)
+			}
+			f.sockets = append(f.sockets, s)
 		}
 		f.members = append(f.members, member{d: d, ep: ep})
 		f.byUUID[key] = &f.members[len(f.members)-1]
 	}
+	if layout == LayoutShared {
+		eps := make([]*listener.Endpoint, len(f.members))
+		for i, m := range f.members {
+			eps[i] = m.ep
+		}
+		s, err := listener.ListenShared(ctx, lcfg, eps)
+		if err != nil {
+			return nil, fmt.Errorf("start fleet: %w", err)
+		}
+		f.sockets = append(f.sockets, s)
+	}
 	f.applyFaults(time.Now())
-	for i := range f.members {
-		f.members[i].ep.Serve()
+	for _, s := range f.sockets {
+		s.Serve()
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel = cancel
@@ -247,9 +287,29 @@ func Start(ctx context.Context, opts Options) (*Fleet, error) {
 	}
 	f.started = time.Now()
 	f.startIn = f.started.Sub(began)
-	opts.Logger.Info("amtsim fleet listening", "devices", len(f.members), "start", f.startIn)
+	opts.Logger.Info("amtsim fleet listening", "devices", len(f.members), "sockets", string(layout), "start", f.startIn)
 	return f, nil
 }
+
+// chooseLayout settles LayoutAuto: per-device sockets when the open-file
+// limit can be raised to three descriptors a device (plus slack for hello
+// dials and clients), shared sockets otherwise.
+func chooseLayout(want SocketLayout, devices int) (SocketLayout, error) {
+	need := uint64(3*devices + 1024)
+	switch want {
+	case LayoutShared:
+		return LayoutShared, raiseFDLimit(1024 + 256)
+	case LayoutPerDevice:
+		return LayoutPerDevice, raiseFDLimit(need)
+	}
+	if err := raiseFDLimit(need); err != nil {
+		return LayoutShared, nil
+	}
+	return LayoutPerDevice, nil
+}
+
+// Layout is the socket layout in use.
+func (f *Fleet) Layout() SocketLayout { return f.layout }
 
 // realism draws per-call latency from a seeded log-normal distribution
 // with mean o.Latency (sigma 0.4), so most calls sit near the mean and a
@@ -289,8 +349,8 @@ func (f *Fleet) applyFaults(now time.Time) {
 
 func (f *Fleet) closeEndpoints() error {
 	var errs []error
-	for _, m := range f.members {
-		errs = append(errs, m.ep.Close())
+	for _, s := range f.sockets {
+		errs = append(errs, s.Close())
 	}
 	return errors.Join(errs...)
 }

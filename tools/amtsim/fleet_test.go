@@ -129,8 +129,19 @@ func start(t *testing.T, o amtsim.Options) *amtsim.Fleet {
 }
 
 func TestFleetListensAndSendsHellos(t *testing.T) {
+	for _, layout := range []amtsim.SocketLayout{amtsim.LayoutPerDevice, amtsim.LayoutShared} {
+		t.Run(string(layout), func(t *testing.T) { testFleetListensAndSendsHellos(t, layout) })
+	}
+}
+
+func testFleetListensAndSendsHellos(t *testing.T, layout amtsim.SocketLayout) {
 	sink := newHelloSink(t)
-	f := start(t, baseOptions(t, 20, 1, sink))
+	o := baseOptions(t, 20, 1, sink)
+	o.Sockets = layout
+	f := start(t, o)
+	if f.Layout() != layout {
+		t.Fatalf("layout %q, want %q", f.Layout(), layout)
+	}
 	devs := f.Devices()
 	if len(devs) != 20 {
 		t.Fatalf("%d devices", len(devs))
@@ -261,6 +272,7 @@ func TestStartRejects(t *testing.T) {
 		func(o *amtsim.Options) { o.Faults = []amtsim.FaultSpec{{Kind: "meltdown", Share: 1}} },
 		func(o *amtsim.Options) { o.ProvisionedShare, o.AdminPassword = 0.5, "" },
 		func(o *amtsim.Options) { o.Base = netip.MustParseAddr("127.31.0.1") }, // outside Range
+		func(o *amtsim.Options) { o.Sockets = "sideways" },
 	}
 	for i, mut := range bad {
 		o := baseOptions(t, 2, 4, nil)
@@ -375,7 +387,9 @@ func TestControlAPI(t *testing.T) {
 	if info.UUID != u || info.IP != d.Config().IP {
 		t.Fatalf("show gave %+v", info)
 	}
-	var e struct{ Error struct{ Code, Message string } }
+	var e struct {
+		Error struct{ Code, Message string }
+	}
 	call("GET", "/devices/00000000-0000-0000-0000-000000000001", "", 404, &e)
 	if e.Error.Code != "NOT_FOUND" {
 		t.Fatalf("error body %+v", e)

@@ -1,14 +1,23 @@
-// Package listener puts one simulated device on the network the way AMT
-// firmware is: its own address, HTTP on 16992, TLS on 16993 and RMCP on UDP
-// 623 (PROTOCOL.md §1). It owns what happens below HTTP: which port is
-// open in which state, the setup-mode TLS-PKI client-chain checks (§6.1),
-// the RMCP pong (§9.2), per-second probe counts, session counters and the
-// network-level faults (unreachable, reset, slow, cert_refused). Everything
-// above HTTP is the device's firmware.Device.Handler.
+// Package listener puts simulated devices on the network the way AMT
+// firmware is: each on its own address, HTTP on 16992, TLS on 16993 and
+// RMCP on UDP 623 (PROTOCOL.md §1). It owns what happens below HTTP: which
+// port is open in which state, the setup-mode TLS-PKI client-chain checks
+// (§6.1), the RMCP pong (§9.2), per-second probe counts, session counters
+// and the network-level faults (unreachable, reset, slow, cert_refused).
+// Everything above HTTP is the device's firmware.Device.Handler.
+//
+// An Endpoint is one device's behaviour. Sockets serve endpoints, in one of
+// two layouts that look the same from the network:
+//   - ListenDevice binds three sockets on the device's own address;
+//   - ListenShared binds three sockets for a whole fleet on the wildcard
+//     address, restricted to the loopback interface, and hands each
+//     connection or datagram to the endpoint owning its destination address
+//     (replies leave from that address). 10,000 devices then need 3 file
+//     descriptors instead of 30,000, for hosts whose open-file limit cannot
+//     be raised.
 package listener
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -19,7 +28,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/amtprov/amtprov/libs/amt"
@@ -36,15 +44,6 @@ const (
 	DefaultRMCPPort = 623
 )
 
-// Limits on what a client can make a device hold.
-const (
-	maxHeaderBytes    = 16 << 10
-	maxResetDrain     = 1 << 20
-	readHeaderTimeout = 10 * time.Second
-	readTimeout       = 60 * time.Second
-	idleTimeout       = 30 * time.Second
-)
-
 // ErrCertRefused is the handshake error under the cert_refused fault.
 var ErrCertRefused = errors.New("provisioning certificate refused (injected fault)")
 
@@ -57,7 +56,8 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
-func (c *Config) defaults() {
+// WithDefaults fills in the default ports, delay and logger.
+func (c Config) WithDefaults() Config {
 	if c.HTTPPort == 0 {
 		c.HTTPPort = DefaultHTTPPort
 	}
@@ -73,127 +73,35 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	return c
 }
 
-// Endpoint is one device's sockets.
+// Endpoint is one device as the network sees it.
 type Endpoint struct {
 	d      *firmware.Device
 	addr   netip.Addr
 	cfg    Config
 	major  int
 	minor  int
+	fw     http.Handler
 	Probes probes.Ring
-
-	httpLn, tlsLn net.Listener
-	udp           *net.UDPConn
-	httpSrv       *http.Server
-	tlsSrv        *http.Server
-
-	done      chan struct{}
-	closeOnce sync.Once
-	wg        sync.WaitGroup
 }
 
-// Open binds the device's three sockets on addr. Nothing is served until
-// Serve.
-func Open(ctx context.Context, d *firmware.Device, addr netip.Addr, cfg Config) (*Endpoint, error) {
-	cfg.defaults()
-	e := &Endpoint{d: d, addr: addr, cfg: cfg, done: make(chan struct{})}
+// NewEndpoint describes device d at addr.
+func NewEndpoint(d *firmware.Device, addr netip.Addr, cfg Config) *Endpoint {
+	cfg = cfg.WithDefaults()
+	e := &Endpoint{d: d, addr: addr.Unmap(), cfg: cfg, fw: d.Handler()}
 	e.major, e.minor = versionNibbles(d.Config().AMTVersion)
-	var lc net.ListenConfig
-	var err error
-	if e.httpLn, err = lc.Listen(ctx, "tcp", netip.AddrPortFrom(addr, uint16(cfg.HTTPPort)).String()); err != nil {
-		return nil, fmt.Errorf("listen http for %s: %w", d.Config().UUID, err)
-	}
-	if e.tlsLn, err = lc.Listen(ctx, "tcp", netip.AddrPortFrom(addr, uint16(cfg.TLSPort)).String()); err != nil {
-		e.httpLn.Close()
-		return nil, fmt.Errorf("listen tls for %s: %w", d.Config().UUID, err)
-	}
-	pc, err := lc.ListenPacket(ctx, "udp", netip.AddrPortFrom(addr, uint16(cfg.RMCPPort)).String())
-	if err != nil {
-		e.httpLn.Close()
-		e.tlsLn.Close()
-		return nil, fmt.Errorf("listen rmcp for %s: %w", d.Config().UUID, err)
-	}
-	e.udp = pc.(*net.UDPConn)
-	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
-	h := e.handler()
-	e.httpSrv = &http.Server{
-		Handler: h, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, IdleTimeout: idleTimeout,
-		MaxHeaderBytes: maxHeaderBytes, ConnState: e.connState, ErrorLog: errLog,
-	}
-	e.tlsSrv = &http.Server{
-		Handler: h, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, IdleTimeout: idleTimeout,
-		MaxHeaderBytes: maxHeaderBytes, ConnState: e.connState, ErrorLog: errLog,
-		TLSConfig: &tls.Config{GetConfigForClient: e.configForClient},
-		// AMT speaks HTTP/1.1 only; a non-nil empty map keeps h2 out of ALPN.
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
-	}
-	return e, nil
+	return e
 }
 
 // Addr is the device's address.
 func (e *Endpoint) Addr() netip.Addr { return e.addr }
 
-// Serve starts answering on all three sockets.
-func (e *Endpoint) Serve() {
-	e.wg.Add(3)
-	go func() {
-		defer e.wg.Done()
-		_ = e.httpSrv.Serve(&gate{Listener: e.httpLn, e: e, kind: probes.HTTP})
-	}()
-	go func() {
-		defer e.wg.Done()
-		_ = e.tlsSrv.ServeTLS(&gate{Listener: e.tlsLn, e: e, kind: probes.TLS}, "", "")
-	}()
-	go func() {
-		defer e.wg.Done()
-		e.serveRMCP()
-	}()
-}
+// Device is the device behind the endpoint.
+func (e *Endpoint) Device() *firmware.Device { return e.d }
 
-// Close stops everything and waits for the serving goroutines.
-func (e *Endpoint) Close() error {
-	var errs []error
-	e.closeOnce.Do(func() {
-		close(e.done)
-		errs = append(errs, e.httpSrv.Close(), e.tlsSrv.Close(), e.udp.Close())
-		// Listeners never handed to Serve are closed here; a second close
-		// after Serve's is harmless.
-		_ = e.httpLn.Close()
-		_ = e.tlsLn.Close()
-	})
-	e.wg.Wait()
-	if err := errors.Join(errs...); err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("close device %s: %w", e.d.Config().UUID, err)
-	}
-	return nil
-}
-
-// gate is where a TCP connection meets the device: it is counted as a
-// probe, and refused (RST) when the device is unreachable or the port is
-// closed in the device's current state.
-type gate struct {
-	net.Listener
-	e    *Endpoint
-	kind probes.Kind
-}
-
-func (g *gate) Accept() (net.Conn, error) {
-	for {
-		c, err := g.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		g.e.Probes.Add(g.kind, time.Now())
-		if g.e.portOpen(g.kind) {
-			return c, nil
-		}
-		abort(c)
-	}
-}
-
-// portOpen says whether the port accepts connections now.
+// portOpen says whether a port accepts connections now.
 //
 // 16992 is always open; what it answers is the firmware's business. 16993
 // is open in setup mode (for TLS-PKI remote configuration, §6.1) and after
@@ -216,50 +124,21 @@ func (e *Endpoint) portOpen(k probes.Kind) bool {
 	return false
 }
 
-// abort drops a connection with a TCP RST, the closest a loopback address
-// can come to a host that is not there, or to a reset mid-exchange.
-func abort(c net.Conn) {
-	raw := c
-	for {
-		u, ok := raw.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		raw = u.NetConn()
-	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = raw.Close()
-}
-
-func (e *Endpoint) connState(_ net.Conn, s http.ConnState) {
-	switch s {
-	case http.StateNew:
-		e.d.Counters.SessionOpened()
-	case http.StateClosed, http.StateHijacked:
-		e.d.Counters.SessionClosed()
-	}
-}
-
-// handler adds the reset fault in front of the firmware: the request is
+// ServeHTTP adds the reset fault in front of the firmware: the request is
 // read in full, then the connection is reset without an answer.
-func (e *Endpoint) handler() http.Handler {
-	fw := e.d.Handler()
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !e.d.HasFault(firmware.FaultReset) {
-			fw.ServeHTTP(w, r)
+func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !e.d.HasFault(firmware.FaultReset) {
+		e.fw.ServeHTTP(w, r)
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, maxResetDrain))
+	if hj, ok := w.(http.Hijacker); ok {
+		if c, _, err := hj.Hijack(); err == nil {
+			abort(c)
 			return
 		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, maxResetDrain))
-		if hj, ok := w.(http.Hijacker); ok {
-			if c, _, err := hj.Hijack(); err == nil {
-				abort(c)
-				return
-			}
-		}
-		panic(http.ErrAbortHandler) // closes the connection without a response
-	})
+	}
+	panic(http.ErrAbortHandler) // closes the connection without a response
 }
 
 // cipherSuites are the TLS 1.0-1.2 suites offered: ECDHE first, then the
@@ -274,15 +153,15 @@ var cipherSuites = []uint16{
 	tls.TLS_RSA_WITH_AES_128_CBC_SHA, tls.TLS_RSA_WITH_AES_256_CBC_SHA,
 }
 
-// configForClient picks the TLS behaviour for one handshake from the
-// device's state at that moment.
-func (e *Endpoint) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
+// tlsConfig picks the TLS behaviour for one handshake from the device's
+// state at that moment. done ends a slow-fault pause early.
+func (e *Endpoint) tlsConfig(done <-chan struct{}) (*tls.Config, error) {
 	if e.d.HasFault(firmware.FaultCertRefused) {
 		e.d.RecordTLSRejection("cert_refused: " + ErrCertRefused.Error())
 		return nil, ErrCertRefused
 	}
 	if e.d.HasFault(firmware.FaultSlow) {
-		e.pause()
+		e.pause(done)
 	}
 	cert := e.d.ServerCertificate()
 	if cert == nil {
@@ -321,47 +200,31 @@ func (e *Endpoint) verifySetupChain(cs tls.ConnectionState) error {
 	return nil
 }
 
-// pause holds the caller for SlowDelay, or until the endpoint closes.
-func (e *Endpoint) pause() {
+// pause holds the caller for SlowDelay, or until done.
+func (e *Endpoint) pause(done <-chan struct{}) {
 	t := time.NewTimer(e.cfg.SlowDelay)
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-e.done:
+	case <-done:
 	}
 }
 
-// serveRMCP answers presence pings until the socket closes.
-func (e *Endpoint) serveRMCP() {
-	buf := make([]byte, 256)
-	out := make([]byte, 0, rmcp.PongSize)
-	for {
-		n, from, err := e.udp.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			e.cfg.Logger.Debug("rmcp read", "addr", e.addr, "err", err)
-			continue
-		}
-		e.Probes.Add(probes.RMCP, time.Now())
-		if e.d.HasFault(firmware.FaultUnreachable) {
-			continue
-		}
-		ping, err := rmcp.ParsePing(buf[:n])
-		if err != nil {
-			e.cfg.Logger.Debug("rmcp datagram ignored", "addr", e.addr, "from", from, "err", err)
-			continue
-		}
-		e.d.Counters.RMCPPings.Add(1)
-		if e.d.HasFault(firmware.FaultSlow) {
-			e.pause()
-		}
-		out = rmcp.AppendPong(out[:0], e.Pong(ping))
-		if _, err := e.udp.WriteToUDPAddrPort(out, from); err != nil && !errors.Is(err, net.ErrClosed) {
-			e.cfg.Logger.Debug("rmcp write", "addr", e.addr, "to", from, "err", err)
-		}
+// answerPing handles one datagram: it counts it, and returns the pong to
+// send (appended to out), whether to hold it back by SlowDelay first, or
+// ok false to stay silent (garbage, or the device is unreachable).
+func (e *Endpoint) answerPing(b, out []byte) (pong []byte, slow, ok bool) {
+	e.Probes.Add(probes.RMCP, time.Now())
+	if e.d.HasFault(firmware.FaultUnreachable) {
+		return nil, false, false
 	}
+	ping, err := rmcp.ParsePing(b)
+	if err != nil {
+		e.cfg.Logger.Debug("rmcp datagram ignored", "addr", e.addr, "err", err)
+		return nil, false, false
+	}
+	e.d.Counters.RMCPPings.Add(1)
+	return rmcp.AppendPong(out, e.Pong(ping)), e.d.HasFault(firmware.FaultSlow), true
 }
 
 // Pong is what the device answers to ping now: the port a client should
@@ -375,6 +238,23 @@ func (e *Endpoint) Pong(ping rmcp.Ping) rmcp.Pong {
 	}
 	p.BothPorts = httpOpen && tlsOpen
 	return p
+}
+
+// abort drops a connection with a TCP RST, the closest a loopback address
+// can come to a host that is not there, or to a reset mid-exchange.
+func abort(c net.Conn) {
+	raw := c
+	for {
+		u, ok := raw.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		raw = u.NetConn()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = raw.Close()
 }
 
 // versionNibbles reads major and minor from "16.1.25.2124".

@@ -28,49 +28,90 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var ports = listener.Config{HTTPPort: 26992, TLSPort: 26993, RMCPPort: 26623, SlowDelay: 300 * time.Millisecond}
+// layouts are the two socket layouts; every behaviour test runs on both.
+var layouts = []struct {
+	name   string
+	shared bool
+	cfg    listener.Config
+}{
+	{"per-device", false, listener.Config{HTTPPort: 26992, TLSPort: 26993, RMCPPort: 26623, SlowDelay: 300 * time.Millisecond}},
+	{"shared", true, listener.Config{HTTPPort: 27992, TLSPort: 27993, RMCPPort: 27623, SlowDelay: 300 * time.Millisecond}},
+}
 
 // nextHost hands each test device its own loopback address.
 var nextHost atomic.Uint32
 
 type rig struct {
-	d    *firmware.Device
-	e    *listener.Endpoint
-	ca   *testpki.CA
-	addr netip.Addr
+	d     *firmware.Device
+	e     *listener.Endpoint
+	ca    *testpki.CA
+	addr  netip.Addr
+	ports listener.Config
 }
 
-func newRig(t *testing.T, provisioned bool) *rig {
+// newRigs starts one device per entry of provisioned, on its own sockets
+// or sharing one set, as the layout says.
+func newRigs(t *testing.T, shared bool, ports listener.Config, provisioned ...bool) []*rig {
 	t.Helper()
 	ca := testpki.NewRoot(t, "amtsim test provisioning root")
-	n := nextHost.Add(1)
-	addr := netip.AddrFrom4([4]byte{127, 20, byte(n >> 8), byte(n)})
-	o := fleetgen.Options{
-		Count: 1, Seed: int64(n), Base: addr, Range: netip.MustParsePrefix("127.20.0.0/16"),
-		DNSSuffix: "corp.example.com", TrustHashes: []amt.RootHash{ca.Hash(amt.HashSHA256)},
+	var rigs []*rig
+	var eps []*listener.Endpoint
+	for _, prov := range provisioned {
+		n := nextHost.Add(1)
+		addr := netip.AddrFrom4([4]byte{127, 20, byte(n >> 8), byte(n)})
+		o := fleetgen.Options{
+			Count: 1, Seed: int64(n), Base: addr, Range: netip.MustParsePrefix("127.20.0.0/16"),
+			DNSSuffix: "corp.example.com", TrustHashes: []amt.RootHash{ca.Hash(amt.HashSHA256)},
+		}
+		if prov {
+			o.ProvisionedShare, o.AdminPassword = 1, "P@ssw0rd!"
+		}
+		cfgs, err := fleetgen.Generate(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := firmware.NewDevice(cfgs[0], firmware.Realism{}, keypool.New(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := listener.NewEndpoint(d, addr, ports)
+		eps = append(eps, e)
+		rigs = append(rigs, &rig{d: d, e: e, ca: ca, addr: addr, ports: ports})
 	}
-	if provisioned {
-		o.ProvisionedShare, o.AdminPassword = 1, "P@ssw0rd!"
+	var socks []*listener.Sockets
+	if shared {
+		s, err := listener.ListenShared(context.Background(), ports, eps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks = append(socks, s)
+	} else {
+		for _, e := range eps {
+			s, err := listener.ListenDevice(context.Background(), e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			socks = append(socks, s)
+		}
 	}
-	cfgs, err := fleetgen.Generate(o)
-	if err != nil {
-		t.Fatal(err)
+	for _, s := range socks {
+		s.Serve()
 	}
-	d, err := firmware.NewDevice(cfgs[0], firmware.Realism{}, keypool.New(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := listener.Open(context.Background(), d, addr, ports)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Serve()
 	t.Cleanup(func() {
-		if err := e.Close(); err != nil {
-			t.Errorf("close: %v", err)
+		for _, s := range socks {
+			if err := s.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
 		}
 	})
-	return &rig{d: d, e: e, ca: ca, addr: addr}
+	return rigs
+}
+
+// eachLayout runs f once per socket layout with one rig per entry of provisioned.
+func eachLayout(t *testing.T, f func(t *testing.T, rigs []*rig), provisioned ...bool) {
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) { f(t, newRigs(t, l.shared, l.cfg, provisioned...)) })
+	}
 }
 
 func (r *rig) hostport(port int) string { return netip.AddrPortFrom(r.addr, uint16(port)).String() }
@@ -84,7 +125,7 @@ func (r *rig) handshake(t *testing.T, chain *tls.Certificate) (int, error) {
 		cfg.Certificates = []tls.Certificate{*chain}
 	}
 	d := net.Dialer{Timeout: 5 * time.Second}
-	conn, err := tls.DialWithDialer(&d, "tcp", r.hostport(ports.TLSPort), cfg)
+	conn, err := tls.DialWithDialer(&d, "tcp", r.hostport(r.ports.TLSPort), cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -99,8 +140,10 @@ func (r *rig) handshake(t *testing.T, chain *tls.Certificate) (int, error) {
 	return resp.StatusCode, nil
 }
 
-func TestSetupModeTLSChainRules(t *testing.T) {
-	r := newRig(t, false)
+func TestSetupModeTLSChainRules(t *testing.T) { eachLayout(t, testSetupModeTLSChainRules, false) }
+
+func testSetupModeTLSChainRules(t *testing.T, rigs []*rig) {
+	r := rigs[0]
 	stranger := testpki.NewRoot(t, "not trusted by the device")
 
 	noMark := testpki.Good("prov.example.com")
@@ -164,8 +207,10 @@ func TestSetupModeTLSChainRules(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-func TestCertRefusedFault(t *testing.T) {
-	r := newRig(t, false)
+func TestCertRefusedFault(t *testing.T) { eachLayout(t, testCertRefusedFault, false) }
+
+func testCertRefusedFault(t *testing.T, rigs []*rig) {
+	r := rigs[0]
 	good := r.ca.Issue(t, testpki.Good("prov.example.com"))
 	r.d.InjectFault(firmware.FaultCertRefused, time.Now().Add(time.Minute))
 	if _, err := r.handshake(t, &good); err == nil {
@@ -182,7 +227,11 @@ func TestCertRefusedFault(t *testing.T) {
 }
 
 func TestProvisionedDeviceTLSWithoutClientChain(t *testing.T) {
-	r := newRig(t, true)
+	eachLayout(t, testProvisionedDeviceTLSWithoutClientChain, true)
+}
+
+func testProvisionedDeviceTLSWithoutClientChain(t *testing.T, rigs []*rig) {
+	r := rigs[0]
 	if r.d.State() != amt.PostProvisioning || !r.d.TLSEnabled() {
 		t.Fatalf("rig device state %v tls %v", r.d.State(), r.d.TLSEnabled())
 	}
@@ -217,9 +266,11 @@ func ping(t *testing.T, addr string, tag byte, wait time.Duration) (rmcp.Pong, e
 	return rmcp.ParsePong(buf[:n])
 }
 
-func TestRMCPRoundTrip(t *testing.T) {
-	setup := newRig(t, false)
-	prov := newRig(t, true)
+func TestRMCPRoundTrip(t *testing.T) { eachLayout(t, testRMCPRoundTrip, false, true) }
+
+func testRMCPRoundTrip(t *testing.T, rigs []*rig) {
+	setup, prov := rigs[0], rigs[1]
+	ports := setup.ports
 	tests := []struct {
 		r    *rig
 		want rmcp.Pong
@@ -258,8 +309,11 @@ func TestRMCPRoundTrip(t *testing.T) {
 	}
 }
 
-func TestUnreachableFault(t *testing.T) {
-	r := newRig(t, false)
+func TestUnreachableFault(t *testing.T) { eachLayout(t, testUnreachableFault, false) }
+
+func testUnreachableFault(t *testing.T, rigs []*rig) {
+	r := rigs[0]
+	ports := r.ports
 	r.d.InjectFault(firmware.FaultUnreachable, time.Now().Add(time.Minute))
 	if _, err := ping(t, r.hostport(ports.RMCPPort), 1, 200*time.Millisecond); err == nil {
 		t.Fatal("unreachable device answered a ping")
@@ -269,8 +323,13 @@ func TestUnreachableFault(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("unreachable device answered HTTP %d", resp.StatusCode)
 	}
-	if m := r.e.Probes.Max(time.Now()); m != 2 {
-		t.Fatalf("probes counted %d, want 2 (a ping and a connection)", m)
+	var rmcpN, httpN int
+	for _, sec := range r.e.Probes.Seconds(time.Now()) {
+		rmcpN += sec.RMCP
+		httpN += sec.HTTP
+	}
+	if rmcpN != 1 || httpN != 1 {
+		t.Fatalf("probes counted rmcp %d http %d, want 1 and 1", rmcpN, httpN)
 	}
 	r.d.InjectFault(firmware.FaultUnreachable, time.Now())
 	if _, err := ping(t, r.hostport(ports.RMCPPort), 1, 5*time.Second); err != nil {
@@ -278,8 +337,11 @@ func TestUnreachableFault(t *testing.T) {
 	}
 }
 
-func TestResetFault(t *testing.T) {
-	r := newRig(t, false)
+func TestResetFault(t *testing.T) { eachLayout(t, testResetFault, false) }
+
+func testResetFault(t *testing.T, rigs []*rig) {
+	r := rigs[0]
+	ports := r.ports
 	r.d.InjectFault(firmware.FaultReset, time.Now().Add(time.Minute))
 	resp, err := http.Post("http://"+r.hostport(ports.HTTPPort)+"/wsman", "application/soap+xml", strings.NewReader("<Envelope/>"))
 	if err == nil {
@@ -292,8 +354,11 @@ func TestResetFault(t *testing.T) {
 	}
 }
 
-func TestSlowFaultDelaysPong(t *testing.T) {
-	r := newRig(t, false)
+func TestSlowFaultDelaysPong(t *testing.T) { eachLayout(t, testSlowFaultDelaysPong, false, false) }
+
+func testSlowFaultDelaysPong(t *testing.T, rigs []*rig) {
+	r, other := rigs[0], rigs[1]
+	ports := r.ports
 	r.d.InjectFault(firmware.FaultSlow, time.Now().Add(time.Minute))
 	start := time.Now()
 	if _, err := ping(t, r.hostport(ports.RMCPPort), 1, 5*time.Second); err != nil {
@@ -302,12 +367,28 @@ func TestSlowFaultDelaysPong(t *testing.T) {
 	if el := time.Since(start); el < ports.SlowDelay {
 		t.Fatalf("pong after %v, want at least %v", el, ports.SlowDelay)
 	}
+	// A slow device does not slow down its neighbours (shared socket).
+	c, err := net.Dial("udp", r.hostport(ports.RMCPPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(rmcp.AppendPing(nil, rmcp.Ping{}))
+	start = time.Now()
+	if _, err := ping(t, other.hostport(ports.RMCPPort), 2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el >= ports.SlowDelay {
+		t.Fatalf("neighbour's pong took %v while a slow device was pinged", el)
+	}
 }
 
-func TestSessionCounters(t *testing.T) {
+func TestSessionCounters(t *testing.T) { eachLayout(t, testSessionCounters, false) }
+
+func testSessionCounters(t *testing.T, rigs []*rig) {
 	// A connection to 16993 (open in setup mode) is one session while it lasts.
-	r := newRig(t, false)
-	c, err := net.Dial("tcp", r.hostport(ports.TLSPort))
+	r := rigs[0]
+	c, err := net.Dial("tcp", r.hostport(r.ports.TLSPort))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,5 +405,20 @@ func TestSessionCounters(t *testing.T) {
 			t.Fatal("session never closed")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestSharedRefusesUnknownAddress(t *testing.T) {
+	l := layouts[1]
+	newRigs(t, true, l.cfg, false)
+	// 127.20.255.254 belongs to no device: TCP is reset, RMCP unanswered.
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.20.255.254"), uint16(l.cfg.HTTPPort)).String()
+	resp, err := http.Get("http://" + addr + "/")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("unknown address answered %d", resp.StatusCode)
+	}
+	if _, err := ping(t, netip.AddrPortFrom(netip.MustParseAddr("127.20.255.254"), uint16(l.cfg.RMCPPort)).String(), 1, 200*time.Millisecond); err == nil {
+		t.Fatal("unknown address answered a ping")
 	}
 }
