@@ -22,7 +22,7 @@ CREATE TABLE oob_capability (
     uuid uuid PRIMARY KEY REFERENCES devices (uuid) ON DELETE CASCADE,
 
     -- group "hello": what the last setup-mode hello said (PROTOCOL.md §4.2, §4.4)
-    hello_interface_version smallint,
+    hello_interface_version integer,
     admin_credentials_set   boolean,
     root_hashes             jsonb NOT NULL DEFAULT '[]', -- [{"alg":"sha256","hex":"..."}]
     hello_at                timestamptz,

@@ -155,7 +155,7 @@ SELECT u.uuid,
   coalesce(u.av, ''), u.vat, u.vid,
   coalesce(u.ports::integer[], '{}'), u.pat, u.pid
 FROM unnest($1::uuid[],
-  $2::smallint[], $3::boolean[], $4::text[], $5::timestamptz[], $6::text[],
+  $2::integer[], $3::boolean[], $4::text[], $5::timestamptz[], $6::text[],
   $7::text[], $8::timestamptz[], $9::text[],
   $10::text[], $11::timestamptz[], $12::text[],
   $13::text[], $14::timestamptz[], $15::text[])
@@ -179,7 +179,7 @@ func queueCapability(b *pgx.Batch, us []record.Update) {
 	}
 	var (
 		ids                = make([]string, 0, n)
-		hiv                = make([]*int16, 0, n)
+		hiv                = make([]*int32, 0, n)
 		acs                = make([]*bool, 0, n)
 		rh, ps, av, ports  = make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
 		hat, sat, vat, pat = make([]*time.Time, 0, n), make([]*time.Time, 0, n), make([]*time.Time, 0, n), make([]*time.Time, 0, n)
@@ -192,7 +192,7 @@ func queueCapability(b *pgx.Batch, us []record.Update) {
 		}
 		ids = append(ids, u.UUID)
 		if h := u.Hello; h != nil {
-			v := int16(h.InterfaceVersion)
+			v := int32(h.InterfaceVersion)
 			js, _ := json.Marshal(nonNil(h.RootHashes)) // a slice of plain structs always marshals
 			s := string(js)
 			hiv, acs, rh = append(hiv, &v), append(acs, &h.AdminCredentialsSet), append(rh, &s)

@@ -34,7 +34,7 @@ func scanDevice(row pgx.Row) (record.Device, error) {
 		d                      record.Device
 		lastHello, provUpdated *time.Time
 		hashes                 []byte
-		hiv                    int16
+		hiv                    int32
 		attempt                int32
 	)
 	err := row.Scan(&d.UUID, &d.FirstSeen.Time, &d.LastSeen.Time,
