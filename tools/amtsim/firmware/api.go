@@ -152,6 +152,22 @@ func (d *Device) TLSEnabled() bool {
 	return d.fw.committed.remoteTLS.enabled
 }
 
+// PlainPortOpen reports whether firmware serves plain HTTP on 16992: not
+// once TLS is committed on the remote interface with
+// AcceptNonSecureConnections false (PROTOCOL.md §7.6). The listeners and
+// the RMCP pong's open-ports bits follow it; Handler drops WS-Man requests
+// that arrive without TLS while it is false.
+func (d *Device) PlainPortOpen() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.plainPortOpenLocked()
+}
+
+func (d *Device) plainPortOpenLocked() bool {
+	t := d.fw.committed.remoteTLS
+	return !t.enabled || t.acceptNonSecure
+}
+
 // ServerCertificate is what 16993 presents now: the certificate of the
 // committed TLS credential context, else a self-signed RSA certificate as
 // setup-mode firmware presents (PROTOCOL.md §6.1 item 2). RSA, because

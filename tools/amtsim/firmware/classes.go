@@ -51,27 +51,48 @@ func (c *call) write(waitsForCommit bool, f func(s *store)) {
 	}
 }
 
-func (d *Device) classes() map[string]classDef {
-	return map[string]classDef{
-		"AMT_GeneralSettings":               {uri: classURI("AMT_GeneralSettings"), list: listGeneral, put: putGeneral},
-		"AMT_SetupAndConfigurationService":  setupAndConfiguration(),
-		"AMT_AuthorizationService":          authorizationService(),
-		"AMT_TimeSynchronizationService":    timeSynchronization(),
-		"AMT_PublicKeyManagementService":    publicKeyManagement(),
-		"AMT_PublicKeyCertificate":          {uri: classURI("AMT_PublicKeyCertificate"), list: listCertificates, del: deleteCertificate},
-		"AMT_PublicPrivateKeyPair":          {uri: classURI("AMT_PublicPrivateKeyPair"), list: listKeyPairs, del: deleteKeyPair},
-		"AMT_TLSSettingData":                {uri: classURI("AMT_TLSSettingData"), list: listTLSSettings, put: putTLSSetting},
-		"AMT_TLSCredentialContext":          {uri: classURI("AMT_TLSCredentialContext"), list: listCredentialContexts, create: createCredentialContext, put: putCredentialContext, del: deleteCredentialContext},
-		"AMT_TLSProtocolEndpointCollection": {uri: classURI("AMT_TLSProtocolEndpointCollection"), list: listTLSCollection},
-		"AMT_RedirectionService":            redirectionService(),
-		"CIM_KVMRedirectionSAP":             kvmRedirection(),
-		"IPS_OptInService":                  {uri: classURI("IPS_OptInService"), list: listOptIn, put: putOptIn},
-		"CIM_SoftwareIdentity":              {uri: classURI("CIM_SoftwareIdentity"), list: listSoftware},
-		"CIM_ComputerSystemPackage":         {uri: classURI("CIM_ComputerSystemPackage"), list: listSystemPackage},
-		"CIM_Chassis":                       {uri: classURI("CIM_Chassis"), list: listChassis},
-		"AMT_EthernetPortSettings":          {uri: classURI("AMT_EthernetPortSettings"), list: listEthernet},
-		"IPS_HostBasedSetupService":         hostBasedSetup(),
+// classFor returns what firmware does with a class, false for classes the
+// simulator does not model (answered DestinationUnreachable).
+func classFor(name string) (classDef, bool) {
+	switch name {
+	case "AMT_GeneralSettings":
+		return classDef{uri: classURI(name), list: listGeneral, put: putGeneral}, true
+	case "AMT_SetupAndConfigurationService":
+		return setupAndConfiguration(), true
+	case "AMT_AuthorizationService":
+		return authorizationService(), true
+	case "AMT_TimeSynchronizationService":
+		return timeSynchronization(), true
+	case "AMT_PublicKeyManagementService":
+		return publicKeyManagement(), true
+	case "AMT_PublicKeyCertificate":
+		return classDef{uri: classURI(name), list: listCertificates, del: deleteCertificate}, true
+	case "AMT_PublicPrivateKeyPair":
+		return classDef{uri: classURI(name), list: listKeyPairs, del: deleteKeyPair}, true
+	case "AMT_TLSSettingData":
+		return classDef{uri: classURI(name), list: listTLSSettings, put: putTLSSetting}, true
+	case "AMT_TLSCredentialContext":
+		return classDef{uri: classURI(name), list: listCredentialContexts, create: createCredentialContext, put: putCredentialContext, del: deleteCredentialContext}, true
+	case "AMT_TLSProtocolEndpointCollection":
+		return classDef{uri: classURI(name), list: listTLSCollection}, true
+	case "AMT_RedirectionService":
+		return redirectionService(), true
+	case "CIM_KVMRedirectionSAP":
+		return kvmRedirection(), true
+	case "IPS_OptInService":
+		return classDef{uri: classURI(name), list: listOptIn, put: putOptIn}, true
+	case "CIM_SoftwareIdentity":
+		return classDef{uri: classURI(name), list: listSoftware}, true
+	case "CIM_ComputerSystemPackage":
+		return classDef{uri: classURI(name), list: listSystemPackage}, true
+	case "CIM_Chassis":
+		return classDef{uri: classURI(name), list: listChassis}, true
+	case "AMT_EthernetPortSettings":
+		return classDef{uri: classURI(name), list: listEthernet}, true
+	case "IPS_HostBasedSetupService":
+		return hostBasedSetup(), true
 	}
+	return classDef{}, false
 }
 
 // --- AMT_GeneralSettings (fixture amt/general/get.xml) ---

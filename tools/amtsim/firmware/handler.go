@@ -83,11 +83,17 @@ func (d *Device) serveWSMan(w http.ResponseWriter, r *http.Request) {
 	transient := d.hasFaultLocked(FaultTransient5xx, now)
 	slow := d.hasFaultLocked(FaultSlow, now)
 	setup := d.fw.state == amt.InProvisioning && r.TLS != nil && len(r.TLS.PeerCertificates) > 0
+	plainClosed := r.TLS == nil && !d.plainPortOpenLocked()
 	res := authOK
 	if !setup {
 		res = d.checkDigestLocked(r, now)
 	}
 	d.mu.Unlock()
+	if plainClosed {
+		// TLS on without non-secure connections: firmware no longer
+		// listens on 16992. Drop the connection as a closed port would.
+		panic(http.ErrAbortHandler)
+	}
 	if transient {
 		http.Error(w, "Service Unavailable", http.StatusServiceUnavailable)
 		return
@@ -109,7 +115,11 @@ func (d *Device) serveWSMan(w http.ResponseWriter, r *http.Request) {
 	c := &call{d: d, ctx: r.Context(), setupSession: setup}
 	delay := time.Duration(0)
 	if d.realism.Latency != nil {
+		// Called under the device lock so a per-device seeded
+		// distribution needs no locking of its own.
+		d.mu.Lock()
 		delay = d.realism.Latency()
+		d.mu.Unlock()
 	}
 	if slow {
 		delay += slowFaultDelay

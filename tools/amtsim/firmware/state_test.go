@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -355,4 +356,37 @@ func TestNewDeviceValidates(t *testing.T) {
 	if d.UUID().String() != testConfig().UUID || d.Config().Hostname != "sim-0001" {
 		t.Fatal("identity accessors")
 	}
+}
+
+func TestPlainPortClosedAfterTLSCommit(t *testing.T) {
+	s := newSession(t, nil)
+	s.stage(t)
+	ca := newTestCA(t, "device CA")
+	w := &walk{d: s.d, ca: ca}
+	r := s.do(t, s.m.PublicKeyManagementService.AddCertificate(encodeCert(w.leafFor(keyID(0)).Raw)))
+	certID := eprSelectors(r.body.child("CreatedCertificate"))["InstanceID"]
+	s.do(t, s.m.TLSCredentialContext.Create(certID))
+	s.do(t, tlsSettingsPut(4, true, false))
+	if !s.d.PlainPortOpen() {
+		t.Fatal("16992 closed before the commit")
+	}
+	if got := s.rv(t, s.m.SetupAndConfigurationService.CommitChanges()); got != 0 {
+		t.Fatalf("CommitChanges = %d", got)
+	}
+	if s.d.PlainPortOpen() {
+		t.Fatal("16992 still open with TLS on and AcceptNonSecureConnections=false")
+	}
+	plain := httptest.NewServer(s.d.Handler())
+	t.Cleanup(plain.Close)
+	req, _ := http.NewRequest(http.MethodPost, plain.URL+"/wsman", strings.NewReader(getXML("AMT_GeneralSettings")))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("plain WS-Man answered %d", resp.StatusCode)
+	}
+	// The discovery banner stays (a scanner still sees AMT on 16993).
+	resp, err := http.Get(plain.URL + "/logon.htm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }

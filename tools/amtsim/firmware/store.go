@@ -209,7 +209,8 @@ func provisionedStore(cfg Config, key *rsa.PrivateKey) (store, error) {
 	s.certs = []certEntry{{handle: 0, cert: cert.Leaf}}
 	s.nextKey, s.nextCert = 1, 1
 	s.tlsContext = 0
-	s.remoteTLS = tlsSetting{enabled: true}
+	// MeshCentral's policy (§6.3 step 5): TLS on, 16992 still answering.
+	s.remoteTLS = tlsSetting{enabled: true, acceptNonSecure: true}
 	s.redirection = redirectionSOLIDER
 	s.listenerEnabled = true
 	s.kvmEnabled = true

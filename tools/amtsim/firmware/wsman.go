@@ -116,7 +116,7 @@ func operationOf(action string) (operation, bool) {
 func (d *Device) dispatch(c *call) (response, *wsFault) {
 	req := c.req
 	class := classOf(req.resourceURI)
-	def, ok := d.classes()[class]
+	def, ok := classFor(class)
 	if !ok {
 		return response{}, faultDestinationUnreachable()
 	}
