@@ -103,17 +103,17 @@ func (e *Endpoint) Device() *firmware.Device { return e.d }
 
 // portOpen says whether a port accepts connections now.
 //
-// 16992 is always open; what it answers is the firmware's business. 16993
-// is open in setup mode (for TLS-PKI remote configuration, §6.1) and after
-// provisioning only when TLS was committed; firmware before 19 has no TLS
-// listener in pre-provisioning (§7.3a), and the fleet's releases are all
-// older.
+// 16992 is open unless TLS was committed with AcceptNonSecureConnections
+// false (firmware.Device.PlainPortOpen, §7.6). 16993 is open in setup mode
+// (for TLS-PKI remote configuration, §6.1) and after provisioning only when
+// TLS was committed; firmware before 19 has no TLS listener in
+// pre-provisioning (§7.3a), and the fleet's releases are all older.
 func (e *Endpoint) portOpen(k probes.Kind) bool {
 	if e.d.HasFault(firmware.FaultUnreachable) {
 		return false
 	}
 	if k != probes.TLS {
-		return true
+		return e.d.PlainPortOpen()
 	}
 	switch e.d.State() {
 	case amt.InProvisioning:
@@ -233,7 +233,7 @@ func (e *Endpoint) answerPing(b, out []byte) (pong []byte, slow, ok bool) {
 func (e *Endpoint) Pong(ping rmcp.Ping) rmcp.Pong {
 	p := rmcp.Pong{Seq: ping.Seq, Tag: ping.Tag, Port: uint16(e.cfg.HTTPPort), Major: e.major, Minor: e.minor, State: int(e.d.State())}
 	httpOpen, tlsOpen := e.portOpen(probes.HTTP), e.portOpen(probes.TLS)
-	if tlsOpen && e.d.State() == amt.PostProvisioning {
+	if tlsOpen && (e.d.State() == amt.PostProvisioning || !httpOpen) {
 		p.Port = uint16(e.cfg.TLSPort)
 	}
 	p.BothPorts = httpOpen && tlsOpen
