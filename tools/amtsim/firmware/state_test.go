@@ -14,6 +14,7 @@ import (
 	"github.com/amtprov/amtprov/libs/amt"
 	gwmamt "github.com/open-amt-cloud-toolkit/go-wsman-messages/pkg/amt"
 	"github.com/open-amt-cloud-toolkit/go-wsman-messages/pkg/amt/publickey"
+	gwmcim "github.com/open-amt-cloud-toolkit/go-wsman-messages/pkg/cim"
 	gwmips "github.com/open-amt-cloud-toolkit/go-wsman-messages/pkg/ips"
 )
 
@@ -389,4 +390,95 @@ func TestPlainPortClosedAfterTLSCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+}
+
+// TestFeatureConfiguration runs RPS's redirection/KVM/user-consent steps
+// (§7.7) and reads the results back.
+func TestFeatureConfiguration(t *testing.T) {
+	s := newSession(t, nil)
+	cim := gwmcim.NewMessages()
+	if got := s.rv(t, s.m.RedirectionService.RequestStateChange(32771)); got != 0 {
+		t.Fatalf("redirection RequestStateChange = %d", got)
+	}
+	if got := s.rv(t, cim.KVMRedirectionSAP.RequestStateChange(2)); got != 0 {
+		t.Fatalf("KVM RequestStateChange = %d", got)
+	}
+	if got := s.rv(t, cim.KVMRedirectionSAP.RequestStateChange(7)); got != ptInvalidParameter {
+		t.Fatalf("KVM RequestStateChange(7) = %d", got)
+	}
+	if got := s.do(t, cim.KVMRedirectionSAP.Get()).body.mustValue(t, "EnabledState"); got != "6" {
+		t.Fatalf("KVM EnabledState with the listener off = %s, want 6 (enabled but offline)", got)
+	}
+	put := s.do(t, putXML("AMT_RedirectionService", "Name", "Intel(r) AMT Redirection Service", [2]string{"ListenerEnabled", "true"}))
+	if got := put.body.mustValue(t, "ListenerEnabled"); got != "true" {
+		t.Fatalf("Put echoed ListenerEnabled=%s", got)
+	}
+	red := s.do(t, s.m.RedirectionService.Get())
+	if red.body.mustValue(t, "EnabledState") != "32771" || red.body.mustValue(t, "ListenerEnabled") != "true" {
+		t.Fatalf("redirection after configuration:\n%s", red.raw)
+	}
+	if got := s.do(t, cim.KVMRedirectionSAP.Get()).body.mustValue(t, "EnabledState"); got != "2" {
+		t.Fatalf("KVM EnabledState = %s, want 2", got)
+	}
+	if got := s.do(t, putXML("IPS_OptInService", "", "", [2]string{"OptInRequired", "0"})).body.mustValue(t, "OptInRequired"); got != "0" {
+		t.Fatalf("OptInRequired = %s", got)
+	}
+	if r := s.do(t, putXML("IPS_OptInService", "", "", [2]string{"OptInRequired", "7"})); r.body.name.Local != "Fault" {
+		t.Fatalf("OptInRequired=7 accepted:\n%s", r.raw)
+	}
+	if r := s.do(t, putXML("AMT_GeneralSettings", "InstanceID", "Intel(r) AMT: General Settings", [2]string{"HostName", "bad host!"})); r.body.name.Local != "Fault" {
+		t.Fatalf("bad HostName accepted:\n%s", r.raw)
+	}
+	if got := s.do(t, putXML("AMT_GeneralSettings", "InstanceID", "Intel(r) AMT: General Settings", [2]string{"HostName", "renamed"})).body.mustValue(t, "HostName"); got != "renamed" {
+		t.Fatalf("HostName = %s", got)
+	}
+	if s.d.Info().Hostname != "sim-0001" {
+		t.Fatal("host name took effect before CommitChanges")
+	}
+}
+
+func TestCredentialContextLifecycle(t *testing.T) {
+	s := newSession(t, nil)
+	s.stage(t)
+	w := &walk{d: s.d, ca: newTestCA(t, "ca")}
+	r := s.do(t, s.m.PublicKeyManagementService.AddCertificate(encodeCert(w.leafFor(keyID(0)).Raw)))
+	certID := eprSelectors(r.body.child("CreatedCertificate"))["InstanceID"]
+	s.do(t, s.m.TLSCredentialContext.Create(certID))
+	s.do(t, tlsSettingsPut(4, true, true))
+	// RPS keys the context by its two references; go-wsman v1.8.1's
+	// Name selector names nothing firmware has.
+	del := credentialContextDelete(certID)
+	if r := s.do(t, s.m.TLSCredentialContext.Delete("x")); !strings.Contains(string(r.raw), "InvalidSelectors") {
+		t.Fatalf("Delete by Name selector:\n%s", r.raw)
+	}
+	if r := s.do(t, del); r.body.name.Local != "Fault" {
+		t.Fatal("deleted the credential context while TLS is enabled")
+	}
+	if r := s.do(t, s.m.PublicKeyCertificate.Delete(certID)); r.body.name.Local != "Fault" {
+		t.Fatal("deleted the certificate in use")
+	}
+	if r := s.do(t, s.m.PublicPrivateKeyPair.Delete(keyID(0))); r.body.name.Local != "Fault" {
+		t.Fatal("deleted the key pair in use")
+	}
+	s.do(t, tlsSettingsPut(5, false, true))
+	if r := s.do(t, del); r.body != nil {
+		t.Fatalf("Delete answered %s", r.body.name.Local)
+	}
+	ctx := s.do(t, s.m.TLSCredentialContext.Enumerate()).body.mustValue(t, "EnumerationContext")
+	if n := len(s.do(t, s.m.TLSCredentialContext.Pull(ctx)).body.child("Items").kids); n != 0 {
+		t.Fatalf("%d credential contexts after Delete", n)
+	}
+}
+
+// credentialContextDelete is RPS's Delete of AMT_TLSCredentialContext: the
+// selectors are the EPRs of the certificate and the endpoint collection.
+func credentialContextDelete(certID string) string {
+	epr := func(class, sel, val string) string {
+		return `<a:EndpointReference><a:Address>/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>` + classURI(class) +
+			`</w:ResourceURI><w:SelectorSet><w:Selector Name="` + sel + `">` + val + `</w:Selector></w:SelectorSet></a:ReferenceParameters></a:EndpointReference>`
+	}
+	sels := `<w:SelectorSet><w:Selector Name="ElementInContext">` + epr("AMT_PublicKeyCertificate", "InstanceID", certID) +
+		`</w:Selector><w:Selector Name="ElementProvidingContext">` + epr("AMT_TLSProtocolEndpointCollection", "ElementName", tlsCollectionID) +
+		`</w:Selector></w:SelectorSet>`
+	return strings.Replace(wsmanXML(actionDelete, "AMT_TLSCredentialContext", "<Body></Body>"), "</Header>", sels+"</Header>", 1)
 }
