@@ -726,10 +726,6 @@ func putTLSSetting(c *call, target instance) (instance, *wsFault) {
 			next.trustedCN = append(next.trustedCN, v)
 		}
 	}
-	if next.mutualAuth && len(next.trustedCN) == 0 && id == tlsRemoteID {
-		// Mutual authentication needs someone to trust; firmware refuses.
-		return instance{}, faultSchemaValidation("MutualAuthentication requires TrustedCN")
-	}
 	c.write(true, func(s *store) {
 		if id == tlsLocalID {
 			s.localTLS = next
