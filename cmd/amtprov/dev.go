@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/amtprov/amtprov/libs/bus"
+	"github.com/amtprov/amtprov/libs/service"
+	"github.com/amtprov/amtprov/libs/store"
+	"github.com/amtprov/amtprov/libs/store/pglocal"
+	"github.com/amtprov/amtprov/libs/telemetry"
+	"github.com/amtprov/amtprov/services/hello-listener/listener"
+	"github.com/amtprov/amtprov/services/inventory"
+	"github.com/amtprov/amtprov/tools/amtsim"
+)
+
+// devOptions are the flags of `amtprov dev` (INTERFACES.md "Command line").
+type devOptions struct {
+	simulate       int
+	helloAddr      string
+	apiAddr        string
+	natsAddr       string
+	simControlAddr string
+	simBase        string
+	dataDir        string
+	logLevel       string
+	simTimeScale   float64
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "amtprov", "dev")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "amtprov", "dev")
+	}
+	return filepath.Join(os.TempDir(), "amtprov-dev")
+}
+
+func newDevCmd(g *globals) *cobra.Command {
+	var o devOptions
+	cmd := &cobra.Command{
+		Use:   "dev [--simulate N] [--hello-addr A] [--api-addr A] [--data-dir D]",
+		Short: "Everything in one process: embedded NATS, PostgreSQL, all services, optionally a simulated fleet",
+		Args:  usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.simulate < 0 {
+				return fmt.Errorf("%w: --simulate must be >= 0", service.ErrUsage)
+			}
+			return runDev(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.simulate, "simulate", 0, "run a simulated fleet of N AMT devices in-process")
+	f.StringVar(&o.helloAddr, "hello-addr", service.Env("HELLO_ADDR", "127.0.0.1:9971"), "hello listener address")
+	f.StringVar(&o.apiAddr, "api-addr", service.Env("API_ADDR", "127.0.0.1:8080"), "inventory API (and /metrics, /healthz, /readyz) address")
+	f.StringVar(&o.natsAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS server address (ignored with --nats / NATS_URL)")
+	f.StringVar(&o.simControlAddr, "sim-control-addr", "127.0.0.1:9980", "simulator control API address")
+	f.StringVar(&o.simBase, "sim-base", "127.10.0.1", "first simulated device address (devices fill its /16)")
+	f.Float64Var(&o.simTimeScale, "sim-time-scale", 1, "simulated firmware clock speed (hello schedule)")
+	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "JetStream store and private PostgreSQL cluster")
+	f.StringVar(&o.logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error")
+	return cmd
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func runDev(ctx context.Context, g *globals, o devOptions) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("%w: --log-level: %v", service.ErrUsage, err)
+	}
+	log := telemetry.NewLogger(g.err, "amtprov-dev", level)
+	lc := service.New("amtprov-dev", log)
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	err := startDev(ctx, g, o, lc, log)
+	if err != nil {
+		return errors.Join(err, lc.Shutdown(context.WithoutCancel(ctx)))
+	}
+	return lc.Run(ctx)
+}
+
+// startDev wires everything; runDev runs it. Every resource registers its
+// shutdown right after it is created, so a failure half-way still cleans up.
+func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecycle, log *slog.Logger) error {
+	// NATS: external when --nats/NATS_URL is given, else embedded with JetStream.
+	natsURL := g.nats
+	if natsURL == "" {
+		ns, err := startEmbeddedNATS(o.natsAddr, filepath.Join(o.dataDir, "nats"))
+		if err != nil {
+			return err
+		}
+		lc.OnShutdown("nats-server", func(context.Context) error { ns.Shutdown(); ns.WaitForShutdown(); return nil })
+		natsURL = ns.ClientURL()
+	}
+	nc, err := bus.Connect(ctx, bus.Config{URL: natsURL, Name: "amtprov-dev"}, log)
+	if err != nil {
+		return err
+	}
+	lc.OnShutdown("nats-connection", func(context.Context) error { return nc.Drain() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{}); err != nil {
+		return err
+	}
+	lc.Ready("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+
+	// PostgreSQL: DATABASE_URL, else a private cluster under the data dir.
+	dbURL := os.Getenv("DATABASE_URL")
+	if dbURL == "" {
+		url, stop, err := pglocal.Start(ctx, filepath.Join(o.dataDir, "pg"), log)
+		if err != nil {
+			return err
+		}
+		lc.OnShutdown("postgres", stop)
+		dbURL = url
+	}
+	pool, err := store.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	lc.OnShutdown("db-pool", func(context.Context) error { pool.Close(); return nil })
+	if err := store.Migrate(ctx, pool, log); err != nil {
+		return err
+	}
+	lc.Ready("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })
+
+	// Services, through the same constructors their own mains use.
+	host, _ := os.Hostname()
+	helloTel, err := serviceTelemetry(ctx, lc, "hello-listener")
+	if err != nil {
+		return err
+	}
+	pub := bus.NewPublisher(js, "/hello-listener/"+host, helloTel)
+	_, helloAddr, err := listener.Start(lc, listener.Config{Addr: o.helloAddr, Name: host}, pub,
+		listener.Options{Tracer: helloTel.Tracer, Meter: helloTel.Meter, Logger: log.With("component", "hello-listener")})
+	if err != nil {
+		return err
+	}
+
+	invTel, err := serviceTelemetry(ctx, lc, "inventory")
+	if err != nil {
+		return err
+	}
+	inv, err := inventory.New(inventory.Config{}, pool, js, invTel, log.With("component", "inventory"))
+	if err != nil {
+		return err
+	}
+	lc.Go("inventory", inv.Run)
+	apiLn, err := net.Listen("tcp", o.apiAddr)
+	if err != nil {
+		return fmt.Errorf("api listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics/hello-listener", helloTel.Metrics)
+	mux.Handle("GET /metrics/inventory", invTel.Metrics)
+	mux.Handle("/", inv.Handler())
+	apiAddr := lc.Serve("api", apiLn, lc.OpsHandler(invTel.Metrics, mux))
+
+	// The simulated fleet sends its hellos to our listener.
+	simLine := ""
+	if o.simulate > 0 {
+		base, err := netip.ParseAddr(o.simBase)
+		if err != nil {
+			return fmt.Errorf("%w: --sim-base: %v", service.ErrUsage, err)
+		}
+		fleet, err := amtsim.Start(ctx, amtsim.Options{
+			Devices:         o.simulate,
+			Seed:            1,
+			Base:            base,
+			Range:           netip.PrefixFrom(base, 16).Masked(),
+			ProvisionServer: dialable(helloAddr.String()),
+			TimeScale:       o.simTimeScale,
+			Logger:          log.With("component", "amtsim"),
+		})
+		if err != nil {
+			return fmt.Errorf("simulator: %w", err)
+		}
+		lc.OnShutdown("simulator", func(context.Context) error { return fleet.Close() })
+		simLn, err := net.Listen("tcp", o.simControlAddr)
+		if err != nil {
+			return fmt.Errorf("simulator control listener: %w", err)
+		}
+		simLine = " sim=http://" + lc.Serve("sim-control", simLn, fleet.ControlHandler())
+	}
+
+	fmt.Fprintf(g.out, "amtprov ready hello=%s api=http://%s nats=%s%s\n", helloAddr, apiAddr, redactURL(natsURL), simLine)
+	return nil
+}
+
+func serviceTelemetry(ctx context.Context, lc *service.Lifecycle, name string) (telemetry.Providers, error) {
+	tel, shutdown, err := telemetry.New(ctx, name)
+	if err != nil {
+		return tel, err
+	}
+	lc.OnShutdown(name+"-telemetry", shutdown)
+	return tel, nil
+}
+
+func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --nats-addr %q: %v", service.ErrUsage, addr, err)
+	}
+	var port int
+	if _, err := fmt.Sscan(portStr, &port); err != nil {
+		return nil, fmt.Errorf("%w: --nats-addr %q: bad port", service.ErrUsage, addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "amtprov-dev",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoSigs:     true,
+		MaxPayload: 1 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats-server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded nats-server on %s did not become ready (is the port in use?)", addr)
+	}
+	return ns, nil
+}
+
+// dialable turns a wildcard listen address into one a client can dial.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}
+
+// redactURL drops user info from a URL before it is printed.
+func redactURL(u string) string {
+	if i := strings.Index(u, "@"); i >= 0 {
+		if j := strings.Index(u, "://"); j >= 0 && j < i {
+			return u[:j+3] + "***@" + u[i+1:]
+		}
+	}
+	return u
+}
