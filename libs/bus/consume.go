@@ -35,6 +35,11 @@ type ConsumeOptions struct {
 	Tel     telemetry.Providers
 	// Name labels logs, spans and metrics; default the consumer's name.
 	Name string
+	// AckAsync acknowledges with a plain Ack instead of AckSync: about a
+	// third more throughput on a small machine, but an ack lost in transit
+	// (or still unsent when the process dies) means a redelivery after
+	// AckWait. Only for idempotent handlers.
+	AckAsync bool
 }
 
 // DefaultBackoff is the redelivery schedule used when
@@ -59,6 +64,7 @@ type Subscription struct {
 	propagator propagation.TextMapPropagator
 	backoff    []time.Duration
 	heartbeat  time.Duration
+	ackAsync   bool
 	consumed   metric.Int64Counter
 	duration   metric.Float64Histogram
 
@@ -138,6 +144,7 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 		propagator:     tel.Propagator,
 		backoff:        opts.Backoff,
 		heartbeat:      ackWait / 2,
+		ackAsync:       opts.AckAsync,
 		consumed:       consumed,
 		duration:       duration,
 		cancelHandlers: cancel,
@@ -296,6 +303,10 @@ func (s *Subscription) settle(ctx context.Context, msg jetstream.Msg, d decision
 	var err error
 	switch d.action {
 	case actionAck:
+		if s.ackAsync {
+			err = msg.Ack()
+			break
+		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 		err = msg.DoubleAck(actx)
 		cancel()

@@ -550,6 +550,24 @@ func TestStopDrainsThenResumeLosesNothing(t *testing.T) {
 	}
 }
 
+func TestConsumeAckAsync(t *testing.T) {
+	_, js := bustest.Connect(t)
+	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 0, 50)
+	cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "async", AckWait: time.Minute})
+	got := newCounts()
+	consume(t, cons, func(_ context.Context, req any) (any, error) {
+		got.add(req.(events.Envelope).ID)
+		return nil, nil
+	}, bus.ConsumeOptions{Workers: 4, AckAsync: true})
+	eventually(t, 10*time.Second, "all acked", func() bool {
+		info := consumerInfo(t, cons)
+		return info.AckFloor.Stream == 50 && info.NumAckPending == 0
+	})
+	if got.total() != 50 || len(got.dupes()) != 0 {
+		t.Fatalf("handled %d times, dupes %v", got.total(), got.dupes())
+	}
+}
+
 func TestConsumeCtxCancelDrains(t *testing.T) {
 	_, js := bustest.Connect(t)
 	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 0, 20)

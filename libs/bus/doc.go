@@ -14,6 +14,7 @@
 //     to confirm the ack means a message acked before Stop returns is never
 //     redelivered to the next consumer. A failed AckSync is logged and the
 //     message is redelivered after AckWait, which idempotent handlers absorb.
+//     ConsumeOptions.AckAsync switches to a plain Ack for throughput.
 //   - Failures are never plain-Nak'ed (that redelivers instantly and ignores
 //     backoff): RetryAfterError gives its own delay, other errors get the
 //     ConsumeOptions.Backoff entry for the delivery count.
