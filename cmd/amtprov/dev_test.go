@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amtprov/amtprov/libs/bus/bustest"
 	"github.com/amtprov/amtprov/libs/service"
 	"github.com/amtprov/amtprov/libs/store/storetest"
 )
@@ -183,4 +184,22 @@ func TestUsageErrors(t *testing.T) {
 	if err == nil || errors.Is(err, service.ErrUsage) {
 		t.Errorf("unreachable API: err = %v, want a plain failure (exit 1)", err)
 	}
+}
+
+// TestDevExternalNATS runs `amtprov dev` against an external nats-server
+// (NATS_URL / --nats) instead of its embedded one.
+func TestDevExternalNATS(t *testing.T) {
+	url := bustest.RunServer(t)
+	r := runDevForTest(t, "--nats", url)
+	if r.nats != url {
+		t.Fatalf("ready line nats=%s, want the external %s", r.nats, url)
+	}
+	const uuid = "11111111-2222-3333-4444-555555555555"
+	if _, err := cli(t, "hello", "send", "--to", r.hello, "--uuid", uuid, "--pki-hash", "sha1:47d7b7db23f3e300189f54802482b1bd18b945ef"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "device in inventory", func() bool {
+		_, err := cli(t, "--api", r.api, "devices", "show", uuid)
+		return err == nil
+	})
 }
