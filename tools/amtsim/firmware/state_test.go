@@ -4,6 +4,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -481,4 +483,58 @@ func credentialContextDelete(certID string) string {
 		`</w:Selector><w:Selector Name="ElementProvidingContext">` + epr("AMT_TLSProtocolEndpointCollection", "ElementName", tlsCollectionID) +
 		`</w:Selector></w:SelectorSet>`
 	return strings.Replace(wsmanXML(actionDelete, "AMT_TLSCredentialContext", "<Body></Body>"), "</Header>", sels+"</Header>", 1)
+}
+
+// TestConcurrentSessions hammers one device from several connections while
+// it reboots, for the race detector and for answers that stay well-formed.
+func TestConcurrentSessions(t *testing.T) {
+	s := newSession(t, nil)
+	msgs := []string{
+		getXML("AMT_GeneralSettings"),
+		enumXML("CIM_SoftwareIdentity"),
+		getXML("AMT_TLSSettingData"),
+		s.m.PublicKeyManagementService.GenerateKeyPair(publickey.GenerateKeyPair_INPUT{KeyAlgorithm: 0, KeyLength: 2048}),
+		s.m.SetupAndConfigurationService.SetMEBXPassword("Mebx-Pa55!"),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 20 {
+			s.d.Reboot()
+			_ = s.d.Info()
+			_ = s.d.ServerCertificate()
+		}
+	}()
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 15 {
+				msg := msgs[(g+i)%len(msgs)]
+				req, _ := http.NewRequest(http.MethodPost, s.url, strings.NewReader(msg))
+				resp, err := s.c.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b := new(strings.Builder)
+				_, _ = io.Copy(b, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					errs <- fmt.Errorf("status %d for %.80s:\n%s", resp.StatusCode, msg, b)
+					return
+				}
+				if _, err := parseTree([]byte(b.String())); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	<-done
 }
