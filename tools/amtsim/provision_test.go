@@ -204,4 +204,3 @@ func ensureWSL(t *testing.T) string {
 	}
 	return p
 }
-

@@ -26,6 +26,7 @@ const (
 	readTimeout       = 60 * time.Second
 	idleTimeout       = 30 * time.Second
 	maxDatagram       = 256
+	sharedUDPBuffer   = 4 << 20
 )
 
 // Sockets are bound listeners serving one or many endpoints.
@@ -96,6 +97,11 @@ func bind(ctx context.Context, addr netip.Addr, cfg Config, lookup func(netip.Ad
 	}
 	s.udp = ipv4.NewPacketConn(pc)
 	if shared {
+		// One socket takes every device's pings: a scan sweeping the fleet
+		// would overflow the default receive buffer (about 270 datagrams).
+		if uc, ok := pc.(*net.UDPConn); ok {
+			_ = uc.SetReadBuffer(sharedUDPBuffer)
+		}
 		if err := s.udp.SetControlMessage(ipv4.FlagDst, true); err != nil {
 			s.httpLn.Close()
 			s.tlsLn.Close()
