@@ -129,6 +129,14 @@ func (o *Options) defaults() error {
 	if o.TimeScale < 0 || math.IsNaN(o.TimeScale) || math.IsInf(o.TimeScale, 0) {
 		return fmt.Errorf("time scale %v must be a positive number", o.TimeScale)
 	}
+	for _, p := range []int{o.HTTPPort, o.TLSPort, o.RMCPPort} {
+		if p < 0 || p > 65535 {
+			return fmt.Errorf("port %d outside 1-65535", p)
+		}
+	}
+	if o.HTTPPort != 0 && o.HTTPPort == o.TLSPort {
+		return fmt.Errorf("HTTP and TLS ports are both %d", o.HTTPPort)
+	}
 	if o.Latency < 0 || o.KeyGenDelay < 0 || o.CommitDelay < 0 || o.SlowDelay < 0 {
 		return errors.New("latency and delays must not be negative")
 	}

@@ -273,6 +273,8 @@ func TestStartRejects(t *testing.T) {
 		func(o *amtsim.Options) { o.ProvisionedShare, o.AdminPassword = 0.5, "" },
 		func(o *amtsim.Options) { o.Base = netip.MustParseAddr("127.31.0.1") }, // outside Range
 		func(o *amtsim.Options) { o.Sockets = "sideways" },
+		func(o *amtsim.Options) { o.RMCPPort = 70000 },
+		func(o *amtsim.Options) { o.TLSPort = o.HTTPPort },
 	}
 	for i, mut := range bad {
 		o := baseOptions(t, 2, 4, nil)
