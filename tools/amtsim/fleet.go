@@ -93,7 +93,7 @@ type Options struct {
 	// HelloSchedule defaults to DefaultHelloSchedule.
 	HelloSchedule HelloSchedule
 	// HelloSpread is the real-time window over which first hellos are spread
-	// (default: the schedule's first interval, scaled).
+	// (default: 1 ms per device, at most the schedule's first interval).
 	HelloSpread time.Duration
 	// SlowDelay is the connection-level delay of the slow fault (default 2 s).
 	SlowDelay time.Duration
@@ -237,7 +237,7 @@ func Start(ctx context.Context, opts Options) (*Fleet, error) {
 	}
 	sender, err := hello.New(hello.Config{
 		Server: opts.ProvisionServer, Schedule: opts.HelloSchedule, TimeScale: opts.TimeScale,
-		Spread: opts.HelloSpread, Logger: opts.Logger,
+		Spread: helloSpread(opts, len(cfgs)), Logger: opts.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start fleet: %w", err)
@@ -318,6 +318,21 @@ func chooseLayout(want SocketLayout, devices int) (SocketLayout, error) {
 
 // Layout is the socket layout in use.
 func (f *Fleet) Layout() SocketLayout { return f.layout }
+
+// helloSpread is the window for first hellos: as set, else a millisecond
+// per device (a boot storm of about 1,000 hellos a second, and hellos at
+// once for a small development fleet), at most the schedule's first
+// interval.
+func helloSpread(o Options, devices int) time.Duration {
+	if o.HelloSpread > 0 {
+		return o.HelloSpread
+	}
+	spread := time.Duration(max(devices, 1)) * time.Millisecond
+	if first, ok := o.HelloSchedule.Offset(1); ok {
+		spread = min(spread, time.Duration(float64(first)/o.TimeScale))
+	}
+	return max(spread, time.Millisecond)
+}
 
 // realism draws per-call latency from a seeded log-normal distribution
 // with mean o.Latency (sigma 0.4), so most calls sit near the mean and a
@@ -443,12 +458,16 @@ type Stats struct {
 	TLSRejections         int64          `json:"tls_rejections"`
 	SessionsOpen          int64          `json:"sessions_open"`
 	SessionsMaxConcurrent int64          `json:"sessions_max_concurrent"`
-	StartSeconds          float64        `json:"start_seconds"`
-	UptimeSeconds         float64        `json:"uptime_seconds"`
+	// MaxProbesPerSecond is the busiest second any one device saw in the
+	// last minute (RMCP pings and TCP connections together).
+	MaxProbesPerSecond int     `json:"max_probes_per_second"`
+	StartSeconds       float64 `json:"start_seconds"`
+	UptimeSeconds      float64 `json:"uptime_seconds"`
 }
 
 // Stats sums the devices' counters.
 func (f *Fleet) Stats() Stats {
+	now := time.Now()
 	s := Stats{
 		Devices:       len(f.members),
 		States:        map[string]int{"pre": 0, "in": 0, "post": 0},
@@ -465,6 +484,7 @@ func (f *Fleet) Stats() Stats {
 		s.TLSRejections += c.TLSRejections.Load()
 		s.SessionsOpen += c.Sessions.Load()
 		s.SessionsMaxConcurrent = max(s.SessionsMaxConcurrent, c.SessionsMaxConcurrent.Load())
+		s.MaxProbesPerSecond = max(s.MaxProbesPerSecond, m.ep.Probes.Max(now))
 	}
 	return s
 }

@@ -436,7 +436,7 @@ func TestControlAPI(t *testing.T) {
 
 	var st amtsim.Stats
 	call("GET", "/stats", "", 200, &st)
-	if st.Devices != 4 || st.States["in"] != 4 {
+	if st.Devices != 4 || st.States["in"] != 4 || st.MaxProbesPerSecond < 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
