@@ -1,0 +1,475 @@
+package wsman
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// Defaults of Config.
+const (
+	DefaultTimeout          = 30 * time.Second
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultMaxResponseBytes = 4 << 20
+	// idleTimeout closes kept-alive connections before firmware does
+	// (MeshCentral uses a 6 s socket idle timeout toward AMT, §12).
+	idleTimeout = 5 * time.Second
+	// maxPulls and maxItems bound an enumeration against a device that
+	// never says EndOfSequence.
+	maxPulls = 256
+	maxItems = 16384
+	// maxErrorBody is how much of a non-SOAP error body goes into HTTPError.
+	maxErrorBody = 256
+)
+
+// Config describes one device endpoint.
+type Config struct {
+	// Address is "ip:port": 16993 with TLS, 16992 without (§1).
+	Address string
+	// TLS, when set, makes the client speak HTTPS. Build it with
+	// SetupTLSConfig (remote configuration: provisioning chain as client
+	// certificate, device certificate captured) or PinnedTLSConfig (after
+	// commit: the device certificate's SHA-256 must match). nil: plain HTTP.
+	TLS *tls.Config
+	// Username and Password for HTTP digest (§8.3); used only when the
+	// device challenges. They never appear in errors, logs or spans.
+	Username string
+	Password string
+	// Timeout bounds each call (a context deadline per call, including any
+	// digest round trip and reading the body). Default 30 s.
+	Timeout time.Duration
+	// DialTimeout bounds the TCP connect. Default 10 s.
+	DialTimeout time.Duration
+	// MaxResponseBytes bounds a response body (default 4 MiB); larger is
+	// ErrResponseTooLarge.
+	MaxResponseBytes int64
+	// Tracer makes one client span per call (nil: no spans).
+	Tracer trace.TracerProvider
+}
+
+// Client talks WS-Management to one device. It is safe for concurrent
+// use; requests share kept-alive connections. Close releases them.
+type Client struct {
+	cfg      Config
+	url      string
+	host     string
+	port     int
+	tlsConf  *tls.Config
+	http     *http.Client
+	tr       *http.Transport
+	auth     *digestAuth
+	tracer   trace.Tracer
+	msgID    atomic.Uint64
+	maxBytes int64
+}
+
+// New checks cfg and returns a client; it does not connect.
+func New(cfg Config) (*Client, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Address)
+	if err != nil {
+		return nil, fmt.Errorf("new wsman client: address %q: %w: %w", cfg.Address, ErrInvalidArgument, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 || port > 65535 || host == "" {
+		return nil, fmt.Errorf("new wsman client: address %q: want host:port: %w", cfg.Address, ErrInvalidArgument)
+	}
+	if cfg.Timeout < 0 || cfg.DialTimeout < 0 || cfg.MaxResponseBytes < 0 {
+		return nil, fmt.Errorf("new wsman client for %s: negative timeout or size limit: %w", cfg.Address, ErrInvalidArgument)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.MaxResponseBytes == 0 {
+		cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	tp := cfg.Tracer
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	c := &Client{
+		cfg:      cfg,
+		host:     host,
+		port:     port,
+		auth:     &digestAuth{user: cfg.Username, pass: cfg.Password},
+		tracer:   tp.Tracer("github.com/amtprov/amtprov/libs/wsman"),
+		maxBytes: cfg.MaxResponseBytes,
+	}
+	c.tr = &http.Transport{
+		DialContext:            c.dial,
+		MaxIdleConnsPerHost:    4,
+		IdleConnTimeout:        idleTimeout,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: 64 << 10,
+		// HTTP/1.1 only: AMT speaks nothing else.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
+		c.tlsConf = cfg.TLS.Clone()
+		if len(c.tlsConf.NextProtos) == 0 {
+			c.tlsConf.NextProtos = []string{"http/1.1"}
+		}
+		if c.tlsConf.ServerName == "" && !c.tlsConf.InsecureSkipVerify {
+			c.tlsConf.ServerName = host
+		}
+		c.tr.DialTLSContext = c.dialTLS
+	}
+	c.url = (&url.URL{Scheme: scheme, Host: cfg.Address, Path: "/wsman"}).String()
+	c.http = &http.Client{
+		Transport: c.tr,
+		// A redirect from /wsman is not WS-Man; show it to the caller.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+// Address is the device endpoint.
+func (c *Client) Address() string { return c.cfg.Address }
+
+// Close closes idle connections. In-flight calls finish; the client stays
+// usable (a later call dials again).
+func (c *Client) Close() { c.tr.CloseIdleConnections() }
+
+func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	return conn, nil
+}
+
+// dialTLS does the handshake itself so that a refused handshake is told
+// apart from an unreachable device: *TLSError versus ErrUnreachable.
+func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	raw, err := c.dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(raw, c.tlsConf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrUnreachable, ctx.Err())
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrUnreachable, err)
+		}
+		return nil, &TLSError{Address: addr, Err: err}
+	}
+	return tc, nil
+}
+
+// Do sends one request and returns the parsed response. A SOAP fault is
+// returned as *Fault (with the response); see the package errors for the
+// rest. Method calls are better made with Invoke, which checks ReturnValue.
+func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
+	what := "wsman " + req.Operation() + " " + req.Class() + " on " + c.cfg.Address
+	ctx, span := c.tracer.Start(ctx, "wsman "+req.Operation()+" "+req.Class(),
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(
+			attribute.String("wsman.action", req.Action),
+			attribute.String("wsman.resource_class", req.Class()),
+			attribute.String("server.address", c.host),
+			attribute.Int("server.port", c.port),
+		))
+	defer span.End()
+	resp, err := c.do(ctx, req)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", what, err)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return resp, err
+}
+
+func (c *Client) do(ctx context.Context, req Request) (*Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	id := c.msgID.Add(1)
+	env, err := req.Envelope(id)
+	if err != nil {
+		return nil, err
+	}
+	sentAuth := false
+	for attempt := 0; ; attempt++ {
+		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(env))
+		if err != nil {
+			return nil, fmt.Errorf("build HTTP request: %w", err)
+		}
+		hreq.Header.Set("Content-Type", "application/soap+xml; charset=utf-8")
+		if c.cfg.Username != "" {
+			h, err := c.auth.header(http.MethodPost, "/wsman")
+			if err != nil {
+				return nil, err
+			}
+			if h != "" {
+				hreq.Header.Set("Authorization", h)
+				sentAuth = true
+			}
+		}
+		hresp, err := c.http.Do(hreq)
+		if err != nil {
+			return nil, classifyTransport(ctx, err)
+		}
+		if hresp.StatusCode == http.StatusUnauthorized {
+			drain(hresp.Body)
+			ch, retry, err := c.onUnauthorized(hresp, sentAuth, attempt)
+			if err != nil {
+				return nil, err
+			}
+			if retry {
+				c.auth.update(ch)
+				continue
+			}
+		}
+		body, err := c.readBody(ctx, hresp)
+		if err != nil {
+			return nil, err
+		}
+		return decodeHTTP(hresp.StatusCode, body)
+	}
+}
+
+// onUnauthorized decides what a 401 means: a first challenge or a stale
+// nonce is answered (retry), anything else is ErrUnauthorized.
+func (c *Client) onUnauthorized(hresp *http.Response, sentAuth bool, attempt int) (challenge, bool, error) {
+	if c.cfg.Username == "" {
+		return challenge{}, false, fmt.Errorf("device asks for digest credentials and none are configured: %w", ErrUnauthorized)
+	}
+	ch, err := parseChallenge(hresp.Header.Get("WWW-Authenticate"))
+	if err != nil {
+		return challenge{}, false, fmt.Errorf("HTTP 401 with an unusable challenge (%v): %w", err, ErrUnauthorized)
+	}
+	if attempt >= 2 || (sentAuth && !ch.stale && attempt > 0) {
+		c.auth.forget()
+		return challenge{}, false, fmt.Errorf("digest credentials for user %q refused: %w", c.cfg.Username, ErrUnauthorized)
+	}
+	return ch, true, nil
+}
+
+func (c *Client) readBody(ctx context.Context, hresp *http.Response) ([]byte, error) {
+	defer hresp.Body.Close()
+	if hresp.ContentLength > c.maxBytes {
+		return nil, fmt.Errorf("response declares %d bytes: %w (limit %d)", hresp.ContentLength, ErrResponseTooLarge, c.maxBytes)
+	}
+	body, err := io.ReadAll(io.LimitReader(hresp.Body, c.maxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", classifyTransport(ctx, err))
+	}
+	if int64(len(body)) > c.maxBytes {
+		return nil, fmt.Errorf("response body: %w (limit %d bytes)", ErrResponseTooLarge, c.maxBytes)
+	}
+	return body, nil
+}
+
+// decodeHTTP turns a status and body into a response or an error: a SOAP
+// fault under any status is *Fault; a non-200 without one is *HTTPError.
+func decodeHTTP(status int, body []byte) (*Response, error) {
+	r, err := ParseResponse(body)
+	var f *Fault
+	if errors.As(err, &f) {
+		f.HTTPStatus = status
+		return r, f
+	}
+	if status != http.StatusOK {
+		return nil, &HTTPError{Status: status, Body: printable(body, maxErrorBody)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// classifyTransport maps an error of the HTTP exchange to the package's
+// sentinels.
+func classifyTransport(ctx context.Context, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var te *TLSError
+	switch {
+	case errors.As(err, &te), errors.Is(err, ErrUnreachable):
+		return err
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("no answer before the deadline: %w: %w", ErrUnreachable, context.DeadlineExceeded)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	return fmt.Errorf("%w: %w", ErrConnectionLost, err)
+}
+
+func drain(r io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(r, 64<<10))
+	r.Close()
+}
+
+// printable keeps the first n bytes of b with control characters replaced.
+func printable(b []byte, n int) string {
+	if len(b) > n {
+		b = b[:n]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(string(b), "?"))
+}
+
+// Get reads one instance of class (selected by sel) and returns its element.
+func (c *Client) Get(ctx context.Context, class string, sel ...Selector) (*Node, error) {
+	r, err := c.Do(ctx, GetRequest(class, sel...))
+	if err != nil {
+		return nil, err
+	}
+	return instanceBody(r, class, "Get")
+}
+
+// Put replaces an instance and returns the instance the device answers.
+func (c *Client) Put(ctx context.Context, class string, props []Property, sel ...Selector) (*Node, error) {
+	r, err := c.Do(ctx, PutRequest(class, props, sel...))
+	if err != nil {
+		return nil, err
+	}
+	return instanceBody(r, class, "Put")
+}
+
+func instanceBody(r *Response, class, op string) (*Node, error) {
+	want := className(ResourceURI(class))
+	if r.Body == nil || r.Body.Name.Local != want {
+		got := "empty body"
+		if r.Body != nil {
+			got = r.Body.Name.Local
+		}
+		return nil, fmt.Errorf("wsman %s %s: %w: body is %s", op, want, ErrMalformedResponse, got)
+	}
+	return r.Body, nil
+}
+
+// Create creates an instance and returns the EPR of the new resource
+// (g:ResourceCreated, §8.2).
+func (c *Client) Create(ctx context.Context, class string, props []Property) (EPR, error) {
+	r, err := c.Do(ctx, CreateRequest(class, props))
+	if err != nil {
+		return EPR{}, err
+	}
+	if r.Body == nil || r.Body.Name.Local != "ResourceCreated" {
+		return EPR{}, fmt.Errorf("wsman Create %s: %w: no ResourceCreated", class, ErrMalformedResponse)
+	}
+	e, err := r.Body.EPR()
+	if err != nil {
+		return EPR{}, fmt.Errorf("wsman Create %s: %w", class, err)
+	}
+	return e, nil
+}
+
+// Delete deletes the instance selected by sel.
+func (c *Client) Delete(ctx context.Context, class string, sel ...Selector) error {
+	_, err := c.Do(ctx, DeleteRequest(class, sel...))
+	return err
+}
+
+// Enumerate lists every instance of class: Enumerate, then Pull until
+// EndOfSequence (§8.1), bounded to 256 pulls and 16384 items.
+func (c *Client) Enumerate(ctx context.Context, class string) ([]*Node, error) {
+	r, err := c.Do(ctx, EnumerateRequest(class))
+	if err != nil {
+		return nil, err
+	}
+	enumCtx := r.Body.String("EnumerationContext")
+	if r.Body == nil || r.Body.Name.Local != "EnumerateResponse" || enumCtx == "" {
+		return nil, fmt.Errorf("wsman Enumerate %s: %w: no EnumerationContext", class, ErrMalformedResponse)
+	}
+	var items []*Node
+	for range maxPulls {
+		r, err := c.Do(ctx, PullRequest(class, enumCtx))
+		if err != nil {
+			return nil, err
+		}
+		if r.Body == nil || r.Body.Name.Local != "PullResponse" {
+			return nil, fmt.Errorf("wsman Pull %s: %w: no PullResponse", class, ErrMalformedResponse)
+		}
+		items = append(items, r.Body.Child("Items").Kids...)
+		if len(items) > maxItems {
+			return nil, fmt.Errorf("wsman Enumerate %s: more than %d items: %w", class, maxItems, ErrResponseTooLarge)
+		}
+		if r.Body.Child("EndOfSequence") != nil {
+			return items, nil
+		}
+		if next := r.Body.String("EnumerationContext"); next != "" {
+			enumCtx = next
+		}
+	}
+	return nil, fmt.Errorf("wsman Enumerate %s: no EndOfSequence after %d pulls: %w", class, maxPulls, ErrMalformedResponse)
+}
+
+// MethodOutput is the answer of a method call: its ReturnValue and the
+// <Method>_OUTPUT element for typed outputs.
+type MethodOutput struct {
+	ReturnValue int
+	Node        *Node
+}
+
+// Invoke calls method on class with input parameters in order. A non-zero
+// ReturnValue gives the output and a *ReturnError.
+func (c *Client) Invoke(ctx context.Context, class, method string, in []Property, sel ...Selector) (*MethodOutput, error) {
+	return c.invoke(ctx, class, method, in, true, sel...)
+}
+
+func (c *Client) invoke(ctx context.Context, class, method string, in []Property, needRV bool, sel ...Selector) (*MethodOutput, error) {
+	r, err := c.Do(ctx, MethodRequest(class, method, in, sel...))
+	if err != nil {
+		return nil, err
+	}
+	name := className(ResourceURI(class)) + "." + method
+	if r.Body == nil || !strings.EqualFold(r.Body.Name.Local, method+"_OUTPUT") {
+		return nil, fmt.Errorf("wsman %s on %s: %w: no %s_OUTPUT", name, c.cfg.Address, ErrMalformedResponse, method)
+	}
+	out := &MethodOutput{Node: r.Body}
+	rv, ok := r.Body.Value("ReturnValue")
+	if !ok {
+		if needRV {
+			return nil, fmt.Errorf("wsman %s on %s: %w: no ReturnValue", name, c.cfg.Address, ErrMalformedResponse)
+		}
+		return out, nil
+	}
+	n, err := strconv.Atoi(rv)
+	if err != nil {
+		return nil, fmt.Errorf("wsman %s on %s: %w: ReturnValue %q", name, c.cfg.Address, ErrMalformedResponse, truncate(rv, 20))
+	}
+	out.ReturnValue = n
+	if n != 0 {
+		status := StatusName(n)
+		if strings.HasPrefix(className(ResourceURI(class)), "CIM_") {
+			status = cimStatusName(n)
+		}
+		return out, fmt.Errorf("wsman on %s: %w", c.cfg.Address, &ReturnError{Method: name, ReturnValue: n, Name: status})
+	}
+	return out, nil
+}
