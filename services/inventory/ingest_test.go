@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/bus/bustest"
@@ -97,7 +98,7 @@ type running struct {
 	stop func() error // cancels Run and returns its error
 }
 
-func start(t testing.TB, cfg inventory.Config, pool *pgxpool.Pool, js jetstream.JetStream, tel telemetry.Providers) running {
+func startInventory(t testing.TB, cfg inventory.Config, pool *pgxpool.Pool, js jetstream.JetStream, tel telemetry.Providers) running {
 	t.Helper()
 	svc, err := inventory.New(cfg, pool, js, tel, quietLog())
 	if err != nil {
@@ -195,7 +196,7 @@ func TestReplayGivesIdenticalTables(t *testing.T) {
 	publish(t, js, fleet(t, devices, 1))
 
 	pool := storetest.New(t)
-	first := start(t, inventory.Config{BatchSize: 64}, pool, js, tel)
+	first := startInventory(t, inventory.Config{BatchSize: 64}, pool, js, tel)
 	waitAcked(t, js, "inventory", 30*time.Second)
 	if err := first.stop(); err != nil {
 		t.Fatal(err)
@@ -205,7 +206,7 @@ func TestReplayGivesIdenticalTables(t *testing.T) {
 		t.Fatalf("%d devices, want %d", n, devices)
 	}
 
-	again := start(t, inventory.Config{Durable: "replay", BatchSize: 17}, pool, js, tel)
+	again := startInventory(t, inventory.Config{Durable: "replay", BatchSize: 17}, pool, js, tel)
 	waitAcked(t, js, "replay", 30*time.Second)
 	if err := again.stop(); err != nil {
 		t.Fatal(err)
@@ -215,7 +216,7 @@ func TestReplayGivesIdenticalTables(t *testing.T) {
 	}
 
 	fresh := storetest.New(t)
-	scratch := start(t, inventory.Config{Durable: "scratch", BatchSize: 512}, fresh, js, tel)
+	scratch := startInventory(t, inventory.Config{Durable: "scratch", BatchSize: 512}, fresh, js, tel)
 	waitAcked(t, js, "scratch", 30*time.Second)
 	if err := scratch.stop(); err != nil {
 		t.Fatal(err)
@@ -229,6 +230,10 @@ func TestReplayGivesIdenticalTables(t *testing.T) {
 // flight and starts a new one on the same durable consumer: the tables end
 // up exactly as an uninterrupted run makes them, and every message is acked.
 func TestRestartMidStream(t *testing.T) {
+	// Registered first, so it runs after every other cleanup (servers,
+	// pools, consumers) and sees what Run left behind.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	_, js := bustest.Connect(t)
 	tel, _ := telemetry.NewForTest("inventory")
 	const devices = 1500
@@ -238,7 +243,7 @@ func TestRestartMidStream(t *testing.T) {
 
 	pool := storetest.New(t)
 	cfg := inventory.Config{BatchSize: 50, Workers: 200}
-	first := start(t, cfg, pool, js, tel)
+	first := startInventory(t, cfg, pool, js, tel)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		info := consumerInfo(t, js, "inventory")
@@ -259,14 +264,14 @@ func TestRestartMidStream(t *testing.T) {
 	}
 	t.Logf("stopped after %d of %d events acked (%d devices written)", info.AckFloor.Stream, total, count(t, pool, "devices"))
 
-	second := start(t, cfg, pool, js, tel)
+	second := startInventory(t, cfg, pool, js, tel)
 	waitAcked(t, js, "inventory", 60*time.Second)
 	if err := second.stop(); err != nil {
 		t.Fatal(err)
 	}
 
 	ref := storetest.New(t)
-	whole := start(t, inventory.Config{Durable: "reference"}, ref, js, tel)
+	whole := startInventory(t, inventory.Config{Durable: "reference"}, ref, js, tel)
 	waitAcked(t, js, "reference", 60*time.Second)
 	if err := whole.stop(); err != nil {
 		t.Fatal(err)
@@ -312,7 +317,7 @@ func TestHelloToReadAPI(t *testing.T) {
 	_, js := bustest.Connect(t)
 	tel, rec := telemetry.NewForTest("inventory")
 	pool := storetest.New(t)
-	r := start(t, inventory.Config{}, pool, js, tel)
+	r := startInventory(t, inventory.Config{}, pool, js, tel)
 	srv := httptest.NewServer(r.svc.Handler())
 	t.Cleanup(srv.Close)
 
@@ -423,7 +428,7 @@ func TestReadAPI(t *testing.T) {
 	const devices = 25 // fleet: devices 0, 3, 6, ... 24 are provisioned (post), the rest in
 	publish(t, js, fleet(t, devices, 3))
 	pool := storetest.New(t)
-	r := start(t, inventory.Config{}, pool, js, tel)
+	r := startInventory(t, inventory.Config{}, pool, js, tel)
 	waitAcked(t, js, "inventory", 30*time.Second)
 	srv := httptest.NewServer(r.svc.Handler())
 	t.Cleanup(srv.Close)
@@ -528,7 +533,7 @@ func TestInvalidEventsDoNotBlockTheStream(t *testing.T) {
 	evs = append(evs[:10:10], append([]events.Envelope{bad, garbled}, evs[10:]...)...)
 	publish(t, js, evs)
 	pool := storetest.New(t)
-	r := start(t, inventory.Config{}, pool, js, tel)
+	r := startInventory(t, inventory.Config{}, pool, js, tel)
 	waitAcked(t, js, "inventory", 30*time.Second)
 	if err := r.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)

@@ -49,6 +49,7 @@ type Config struct {
 	Workers   int           // concurrent handler calls; default 1024
 	BatchSize int           // updates per transaction; default 512
 	BatchWait time.Duration // how long a batch waits to fill; default 20ms
+	Writers   int           // batches written at once, each in its own transaction; default 2
 }
 
 func (c Config) withDefaults() Config {
@@ -60,6 +61,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 2 * c.BatchSize
+	}
+	if c.Writers <= 0 {
+		c.Writers = 2
 	}
 	if c.BatchWait <= 0 {
 		c.BatchWait = 20 * time.Millisecond
@@ -124,7 +128,7 @@ func New(cfg Config, pool *pgxpool.Pool, js jetstream.JetStream, tel telemetry.P
 		metric.WithDescription("Time to write one inventory batch, retries included.")); err != nil {
 		return nil, fmt.Errorf("inventory: metrics: %w", err)
 	}
-	s.batches = batch.New(s.cfg.BatchSize, s.cfg.BatchWait, s.writeBatch, splitBatch)
+	s.batches = batch.New(s.cfg.BatchSize, s.cfg.BatchWait, s.cfg.Writers, s.writeBatch, splitBatch)
 	return s, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -24,8 +25,9 @@ type Flush[T any] func(ctx context.Context, items []T) error
 // is split in halves and each half flushed again, so that one bad item fails
 // alone instead of taking its batch with it.
 type Batcher[T any] struct {
-	size  int
-	wait  time.Duration
+	size     int
+	wait     time.Duration
+	flushers int
 	flush Flush[T]
 	split func(error) bool
 	in    chan req[T]
@@ -37,16 +39,21 @@ type req[T any] struct {
 	reply chan error // buffered (1): the batcher never blocks on a submitter
 }
 
-// New returns a batcher; start it with Run. split reports whether a failed
-// batch of several items should be retried in halves (nil: never).
-func New[T any](size int, wait time.Duration, flush Flush[T], split func(error) bool) *Batcher[T] {
+// New returns a batcher; start it with Run. Up to flushers batches are
+// flushed at once (a full batch does not wait for the previous one to
+// commit); split reports whether a failed batch of several items should be
+// retried in halves (nil: never).
+func New[T any](size int, wait time.Duration, flushers int, flush Flush[T], split func(error) bool) *Batcher[T] {
 	if size < 1 {
 		size = 1
+	}
+	if flushers < 1 {
+		flushers = 1
 	}
 	if split == nil {
 		split = func(error) bool { return false }
 	}
-	return &Batcher[T]{size: size, wait: wait, flush: flush, split: split,
+	return &Batcher[T]{size: size, wait: wait, flushers: flushers, flush: flush, split: split,
 		in: make(chan req[T]), done: make(chan struct{})}
 }
 
@@ -72,18 +79,29 @@ func (b *Batcher[T]) Submit(ctx context.Context, item T) error {
 }
 
 // Run collects and flushes batches until ctx ends. Flushes run with
-// flushCtx, which should outlive ctx long enough to finish the batch in
-// hand: stopping the batcher never abandons a batch it has taken.
+// flushCtx, which should outlive ctx long enough to finish the batches in
+// hand: Run returns only when every batch it has taken is flushed.
 func (b *Batcher[T]) Run(ctx, flushCtx context.Context) {
 	defer close(b.done)
-	batch := make([]req[T], 0, b.size)
+	slots := make(chan struct{}, b.flushers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
+		// Wait for a free flusher before taking items: while every flusher
+		// is busy, submitters queue and the next batch fills up.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		batch := make([]req[T], 0, b.size)
 		select {
 		case r := <-b.in:
-			batch = append(batch[:0], r)
+			batch = append(batch, r)
 		case <-ctx.Done():
+			<-slots
 			return
 		}
 		timer.Reset(b.wait)
@@ -99,8 +117,10 @@ func (b *Batcher[T]) Run(ctx, flushCtx context.Context) {
 			}
 		}
 		timer.Stop()
-		b.flushAll(flushCtx, batch)
-		clear(batch) // drop references to flushed items
+		wg.Go(func() {
+			defer func() { <-slots }()
+			b.flushAll(flushCtx, batch)
+		})
 	}
 }
 

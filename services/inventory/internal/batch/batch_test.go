@@ -49,7 +49,7 @@ func TestBatcher(t *testing.T) {
 
 	t.Run("bounded batches, a refused item fails alone", func(t *testing.T) {
 		var r recorder
-		b := batch.New(4, 50*time.Millisecond, r.flush, func(err error) bool { return errors.Is(err, errBad) })
+		b := batch.New(4, 50*time.Millisecond, 2, r.flush, func(err error) bool { return errors.Is(err, errBad) })
 		run(t, b)
 		results := make([]error, 20)
 		var wg sync.WaitGroup
@@ -82,7 +82,7 @@ func TestBatcher(t *testing.T) {
 
 	t.Run("a lone item is flushed after the wait", func(t *testing.T) {
 		var r recorder
-		b := batch.New(100, 10*time.Millisecond, r.flush, nil)
+		b := batch.New(100, 10*time.Millisecond, 1, r.flush, nil)
 		run(t, b)
 		if err := b.Submit(context.Background(), 1); err != nil {
 			t.Fatal(err)
@@ -94,7 +94,7 @@ func TestBatcher(t *testing.T) {
 
 	t.Run("without split a refused batch fails whole", func(t *testing.T) {
 		var r recorder
-		b := batch.New(2, time.Second, r.flush, nil)
+		b := batch.New(2, time.Second, 1, r.flush, nil)
 		run(t, b)
 		var wg sync.WaitGroup
 		var errs [2]error
@@ -109,7 +109,7 @@ func TestBatcher(t *testing.T) {
 
 	t.Run("submit honours its context and a stopped batcher", func(t *testing.T) {
 		var r recorder
-		b := batch.New(2, time.Second, r.flush, nil)
+		b := batch.New(2, time.Second, 1, r.flush, nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		defer cancel()
 		if err := b.Submit(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
