@@ -1,8 +1,8 @@
 package inventory_test
 
 import (
-	"context"
 	"bufio"
+	"context"
 	"fmt"
 	"net/http/httptest"
 	"os"

@@ -28,10 +28,10 @@ type Batcher[T any] struct {
 	size     int
 	wait     time.Duration
 	flushers int
-	flush Flush[T]
-	split func(error) bool
-	in    chan req[T]
-	done  chan struct{}
+	flush    Flush[T]
+	split    func(error) bool
+	in       chan req[T]
+	done     chan struct{}
 }
 
 type req[T any] struct {
