@@ -452,6 +452,7 @@ type Stats struct {
 	Devices               int            `json:"devices"`
 	States                map[string]int `json:"states"`
 	HellosSent            int64          `json:"hellos_sent"`
+	HelloFailures         int64          `json:"hello_failures"`
 	RMCPPings             int64          `json:"rmcp_pings"`
 	HTTPProbes            int64          `json:"http_probes"`
 	WSManCalls            int64          `json:"wsman_calls"`
@@ -470,6 +471,7 @@ func (f *Fleet) Stats() Stats {
 	now := time.Now()
 	s := Stats{
 		Devices:       len(f.members),
+		HelloFailures: f.sender.Failed(),
 		States:        map[string]int{"pre": 0, "in": 0, "post": 0},
 		StartSeconds:  f.startIn.Seconds(),
 		UptimeSeconds: time.Since(f.started).Seconds(),

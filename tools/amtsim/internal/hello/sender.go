@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/amtprov/amtprov/libs/amt"
@@ -39,10 +40,15 @@ type Config struct {
 
 // Sender runs the hello loops of a fleet's devices.
 type Sender struct {
-	cfg Config
-	sem chan struct{}
-	wg  sync.WaitGroup
+	cfg    Config
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	failed atomic.Int64
 }
+
+// Failed counts hellos that could not be delivered (no server listening,
+// timeouts), fleet-wide.
+func (s *Sender) Failed() int64 { return s.failed.Load() }
 
 // New checks cfg and fills in defaults.
 func New(cfg Config) (*Sender, error) {
@@ -163,6 +169,7 @@ func (l *loop) window(ctx context.Context) bool {
 			if ctx.Err() != nil {
 				return false
 			}
+			l.s.failed.Add(1)
 			l.s.cfg.Logger.Debug("hello not delivered", "uuid", l.d.Config().UUID, "from", l.from, "retry", n, "err", err)
 		}
 	}

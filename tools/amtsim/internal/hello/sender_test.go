@@ -114,7 +114,7 @@ func devices(t *testing.T, o fleetgen.Options) []*firmware.Device {
 	return out
 }
 
-func start(t *testing.T, cfg hello.Config, devs []*firmware.Device) {
+func start(t *testing.T, cfg hello.Config, devs []*firmware.Device) *hello.Sender {
 	t.Helper()
 	s, err := hello.New(cfg)
 	if err != nil {
@@ -125,6 +125,7 @@ func start(t *testing.T, cfg hello.Config, devs []*firmware.Device) {
 		s.Start(ctx, d, netip.MustParseAddr(d.Config().IP), int64(i))
 	}
 	t.Cleanup(func() { cancel(); s.Wait() })
+	return s
 }
 
 func byDevice(got []received, u amt.UUID) []received {
@@ -241,7 +242,7 @@ func TestSenderKeepsTryingWithoutServer(t *testing.T) {
 	devs := devices(t, fleetgen.Options{Count: 1, Seed: 6})
 	sched := hello.Schedule{Phases: []hello.Phase{{Every: time.Millisecond, Count: 5}}, Cutoff: time.Hour}
 	failures := &countingHandler{}
-	start(t, hello.Config{Server: addr, Schedule: sched, TimeScale: 1, Spread: time.Millisecond, Logger: slog.New(failures)}, devs)
+	s := start(t, hello.Config{Server: addr, Schedule: sched, TimeScale: 1, Spread: time.Millisecond, Logger: slog.New(failures)}, devs)
 	deadline := time.Now().Add(10 * time.Second)
 	for failures.n.Load() < 6 {
 		if time.Now().After(deadline) {
@@ -251,6 +252,9 @@ func TestSenderKeepsTryingWithoutServer(t *testing.T) {
 	}
 	if n := devs[0].Counters.HellosSent.Load(); n != 0 {
 		t.Fatalf("HellosSent = %d with no server", n)
+	}
+	if n := s.Failed(); n < 6 {
+		t.Fatalf("Failed = %d, want at least 6", n)
 	}
 }
 
