@@ -1,6 +1,7 @@
 package pkicheck_test
 
 import (
+	"crypto/x509"
 	"errors"
 	"testing"
 
@@ -80,6 +81,13 @@ func TestVerifyNoChainAndNoDomain(t *testing.T) {
 	root := testpki.NewRoot(t, "Root")
 	if err := (pkicheck.Policy{}).Verify(nil); !errors.Is(err, pkicheck.ErrNoClientCert) {
 		t.Fatalf("empty chain: %v", err)
+	}
+	long := make([]*x509.Certificate, 9)
+	for i := range long {
+		long[i] = root.Cert
+	}
+	if err := (pkicheck.Policy{}).Verify(long); !errors.Is(err, pkicheck.ErrChainTooLong) {
+		t.Fatalf("9-certificate chain: %v", err)
 	}
 	p := pkicheck.Policy{TrustedRoots: []amt.RootHash{root.Hash(amt.HashSHA384)}}
 	err := p.Verify(testpki.Parse(t, root.Issue(t, testpki.Good("prov.example.com"))))
