@@ -31,7 +31,9 @@ func TestMarkAfter(t *testing.T) {
 }
 
 func updates() []record.Update {
-	m := func(min int, id string) record.Mark { return record.Mark{At: t0.Add(time.Duration(min) * time.Minute), EventID: id} }
+	m := func(min int, id string) record.Mark {
+		return record.Mark{At: t0.Add(time.Duration(min) * time.Minute), EventID: id}
+	}
 	u := "4bac9510-04a6-4321-bae2-d45ddf07b684"
 	a := record.Seen(u, t0.Add(time.Minute))
 	a.Hello = &record.Hello{Mark: m(1, "h1"), InterfaceVersion: 3}
