@@ -279,7 +279,7 @@ func parseTree(r io.Reader) (*Node, error) {
 		stack []*Node
 		root  *Node
 		count int
-		text  []strings.Builder
+		text  []*strings.Builder
 	)
 	for {
 		tok, err := dec.Token()
@@ -312,7 +312,7 @@ func parseTree(r io.Reader) (*Node, error) {
 				p.Kids = append(p.Kids, n)
 			}
 			stack = append(stack, n)
-			text = append(text, strings.Builder{})
+			text = append(text, &strings.Builder{})
 		case xml.EndElement:
 			top := stack[len(stack)-1]
 			top.Text = text[len(text)-1].String()
