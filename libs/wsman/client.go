@@ -351,11 +351,15 @@ func (c *Client) Get(ctx context.Context, class string, sel ...Selector) (*Node,
 	return instanceBody(r, class, "Get")
 }
 
-// Put replaces an instance and returns the instance the device answers.
+// Put replaces an instance and returns the instance the device answers,
+// or nil when it answers with an empty body (fixture amt/mps/put.xml).
 func (c *Client) Put(ctx context.Context, class string, props []Property, sel ...Selector) (*Node, error) {
 	r, err := c.Do(ctx, PutRequest(class, props, sel...))
 	if err != nil {
 		return nil, err
+	}
+	if r.Body == nil {
+		return nil, nil
 	}
 	return instanceBody(r, class, "Put")
 }

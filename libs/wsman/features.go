@@ -113,6 +113,9 @@ func (c *Client) PutRedirectionService(ctx context.Context, r RedirectionService
 	if err != nil {
 		return RedirectionService{}, err
 	}
+	if n == nil {
+		return r, nil // empty PutResponse: the device took what we sent
+	}
 	out, err := decodeRedirection(n)
 	if err != nil {
 		return RedirectionService{}, fmt.Errorf("decode AMT_RedirectionService Put answer from %s: %w", c.cfg.Address, err)
@@ -216,6 +219,9 @@ func (c *Client) PutOptInService(ctx context.Context, o OptInService) (OptInServ
 	n, err := c.Put(ctx, ClassOptInService, props)
 	if err != nil {
 		return OptInService{}, err
+	}
+	if n == nil {
+		return o, nil // empty PutResponse: the device took what we sent
 	}
 	out, err := decodeOptIn(n)
 	if err != nil {

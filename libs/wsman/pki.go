@@ -287,6 +287,9 @@ func (c *Client) PutTLSSettingData(ctx context.Context, t TLSSettingData) (TLSSe
 	if err != nil {
 		return TLSSettingData{}, err
 	}
+	if n == nil {
+		return t, nil // empty PutResponse: the device took what we sent
+	}
 	out, err := decodeTLSSetting(n)
 	if err != nil {
 		return TLSSettingData{}, fmt.Errorf("decode AMT_TLSSettingData Put answer from %s: %w", c.cfg.Address, err)

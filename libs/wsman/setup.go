@@ -178,6 +178,9 @@ func (c *Client) PutGeneralSettings(ctx context.Context, g GeneralSettings) (Gen
 	if err != nil {
 		return GeneralSettings{}, err
 	}
+	if n == nil {
+		return g, nil // empty PutResponse: the device took what we sent
+	}
 	out, err := decodeGeneralSettings(n)
 	if err != nil {
 		return GeneralSettings{}, fmt.Errorf("decode AMT_GeneralSettings Put answer from %s: %w", c.cfg.Address, err)
