@@ -11,6 +11,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/go-kit/kit/endpoint"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -57,7 +58,9 @@ const defaultAckWait = 30 * time.Second
 // Subscription is a running Consume. Stop it to shut down cleanly.
 type Subscription struct {
 	name       string
-	it         jetstream.MessagesContext
+	cons       jetstream.Consumer
+	jobs       chan jetstream.Msg // fetched, not yet taken by a worker; only the fetcher sends
+	freed      chan struct{}      // a worker took a job: the fetcher may pull more
 	ep         endpoint.Endpoint
 	log        *slog.Logger
 	tracer     trace.Tracer
@@ -68,7 +71,8 @@ type Subscription struct {
 	consumed   metric.Int64Counter
 	duration   metric.Float64Histogram
 
-	drainOnce      sync.Once
+	stopOnce       sync.Once
+	stopping       chan struct{} // closed: fetch no more
 	cancelHandlers context.CancelFunc
 	forced         atomic.Bool // Stop's ctx ended: hand unfinished messages back
 	done           chan struct{}
@@ -130,14 +134,12 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 		duration = noopHistogram()
 	}
 
-	it, err := cons.Messages(jetstream.PullMaxMessages(opts.Workers))
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: start pulling: %w", opts.Name, err)
-	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Subscription{
 		name:           opts.Name,
-		it:             it,
+		cons:           cons,
+		jobs:           make(chan jetstream.Msg, opts.Workers),
+		freed:          make(chan struct{}, 1),
 		ep:             ep,
 		log:            opts.Logger.With("consumer", opts.Name),
 		tracer:         tel.Tracer.Tracer(scope),
@@ -147,6 +149,7 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 		ackAsync:       opts.AckAsync,
 		consumed:       consumed,
 		duration:       duration,
+		stopping:       make(chan struct{}),
 		cancelHandlers: cancel,
 		done:           make(chan struct{}),
 	}
@@ -155,6 +158,8 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 		wg.Go(func() { s.work(hctx) })
 	}
 	go func() {
+		s.fetch()
+		close(s.jobs) // workers finish what was fetched, then exit
 		wg.Wait()
 		cancel()
 		close(s.done)
@@ -162,7 +167,7 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 	go func() {
 		select {
 		case <-ctx.Done():
-			s.drain()
+			s.stopFetching()
 		case <-s.done:
 		}
 	}()
@@ -171,27 +176,26 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 
 // Stop stops pulling new messages and waits until the buffered and
 // in-flight ones have been handled and settled. If ctx ends first, the
-// handlers' contexts are cancelled, a message whose handler then fails is
-// handed back with NakWithDelay(0) for another replica, and Stop returns
+// handlers' contexts are cancelled, every message not yet settled (a
+// handler that then fails, or one still buffered) is handed back with
+// NakWithDelay(0) so another replica takes it at once, and Stop returns
 // ctx's error without waiting further (Done tells when the workers have
-// exited). Messages still buffered but not started are redelivered by
-// JetStream after AckWait.
+// exited).
 func (s *Subscription) Stop(ctx context.Context) error {
-	s.drain()
+	s.stopFetching()
 	select {
 	case <-s.done:
 		return nil
 	case <-ctx.Done():
 		s.forced.Store(true)
 		s.cancelHandlers()
-		s.it.Stop()
 		return fmt.Errorf("stop consumer %s: in-flight messages handed back: %w", s.name, ctx.Err())
 	}
 }
 
 // Done is closed when every worker has exited: after Stop, after the
-// Consume ctx ended and the subscription drained, or when the pull
-// subscription ended on its own (see Err).
+// Consume ctx ended and the subscription drained, or when pulling ended on
+// its own (see Err).
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
 // Err reports why the subscription ended on its own (connection closed,
@@ -202,26 +206,70 @@ func (s *Subscription) Err() error {
 	return s.err
 }
 
-func (s *Subscription) drain() { s.drainOnce.Do(s.it.Drain) }
+func (s *Subscription) stopFetching() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
-func (s *Subscription) work(ctx context.Context) {
+// fetchWait is how long one pull request waits on an idle stream. It bounds
+// how long Stop waits for the outstanding request: pull requests are always
+// allowed to finish (never abandoned by unsubscribing), because the server
+// may already have assigned messages to them, and those would otherwise sit
+// unacknowledged until AckWait.
+const fetchWait = 500 * time.Millisecond
+
+// fetch pulls messages into jobs until stopping, requesting no more than
+// the free room in jobs, so the fetcher never blocks on a full buffer and
+// every fetched message reaches a worker.
+func (s *Subscription) fetch() {
+	retry := backoff.NewExponentialBackOff()
+	retry.InitialInterval = 100 * time.Millisecond
+	retry.MaxInterval = 5 * time.Second
+	retry.MaxElapsedTime = 0
+	threshold := max(1, cap(s.jobs)/2)
 	for {
-		msg, err := s.it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if errors.Is(err, jetstream.ErrConnectionClosed) {
-					s.setErr(err)
-				}
+		select {
+		case <-s.stopping:
+			return
+		default:
+		}
+		room := cap(s.jobs) - len(s.jobs)
+		if room < threshold {
+			select {
+			case <-s.freed:
+				continue
+			case <-s.stopping:
 				return
 			}
-			// Missed heartbeats and status messages: the iterator keeps
-			// pulling (and stops itself on terminal ones, which the next
-			// call reports as closed).
-			s.log.Warn("consume: pull", "err", err)
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				s.setErr(err)
+		}
+		batch, err := s.cons.Fetch(room, jetstream.FetchMaxWait(fetchWait))
+		if err == nil {
+			for msg := range batch.Messages() {
+				s.jobs <- msg
 			}
+			err = batch.Error()
+		}
+		if err == nil {
+			retry.Reset()
 			continue
+		}
+		if errors.Is(err, jetstream.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionClosed) ||
+			errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			s.setErr(err)
+			return
+		}
+		d := retry.NextBackOff()
+		s.log.Warn("consume: fetch failed; retrying", "err", err, "retry_in", d)
+		select {
+		case <-time.After(d):
+		case <-s.stopping:
+			return
+		}
+	}
+}
+
+func (s *Subscription) work(ctx context.Context) {
+	for msg := range s.jobs {
+		select {
+		case s.freed <- struct{}{}:
+		default:
 		}
 		s.handle(ctx, msg)
 	}
@@ -249,6 +297,11 @@ func (s *Subscription) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	prefix := subjectPrefix(env.Type)
+	if s.forced.Load() {
+		// Stop gave up waiting: do not start new work, hand it back.
+		s.settle(ctx, msg, decision{action: actionNak}, prefix, start, nil)
+		return
+	}
 	pctx := s.propagator.Extract(ctx, headerCarrier(msg.Headers()))
 	sctx, span := s.tracer.Start(pctx, prefix+" process",
 		trace.WithSpanKind(trace.SpanKindConsumer),

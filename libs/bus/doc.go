@@ -18,8 +18,13 @@
 //   - Failures are never plain-Nak'ed (that redelivers instantly and ignores
 //     backoff): RetryAfterError gives its own delay, other errors get the
 //     ConsumeOptions.Backoff entry for the delivery count.
-//   - Stop drains: it stops pulling, lets buffered and in-flight messages
-//     finish, and only if its ctx ends first cancels the handlers and hands
-//     their messages back with NakWithDelay(0) so another replica takes them
-//     at once.
+//   - Messages are pulled with Fetch requests of at most the free room in a
+//     buffer of Workers messages, each request waiting at most 500 ms. A
+//     request is always allowed to finish rather than abandoned by
+//     unsubscribing: the server may already have assigned messages to it,
+//     which would then sit unacknowledged until AckWait.
+//   - Stop drains: it stops pulling, lets the last request, the buffer and
+//     in-flight messages finish, and only if its ctx ends first cancels the
+//     handlers and hands their messages back with NakWithDelay(0) so another
+//     replica takes them at once.
 package bus
