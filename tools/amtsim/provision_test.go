@@ -88,19 +88,13 @@ func TestTLSPKIProvisioningThroughTheListener(t *testing.T) {
 		t.Fatalf("after commit: state %v mode %v", dev.State(), dev.ControlMode())
 	}
 
-	// Hellos stop: while the neighbour sends five more, this device sends none.
-	sink.mu.Lock()
-	mine, theirs := sink.counts[dev.UUID().String()], sink.counts[other.UUID().String()]
-	sink.mu.Unlock()
-	eventually(t, "five more hellos from the neighbour", func() bool {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		return sink.counts[other.UUID().String()] >= theirs+5
-	})
-	sink.mu.Lock()
-	after := sink.counts[dev.UUID().String()]
-	sink.mu.Unlock()
-	if after > mine+1 { // one may have been in flight at the commit
+	// Hellos stop: while the neighbour sends five more, this device sends
+	// none (one may have been on its way at the commit). The device's own
+	// counter is the ground truth; the sink lags behind it.
+	mine, theirs := dev.Counters.HellosSent.Load(), other.Counters.HellosSent.Load()
+	eventually(t, "five more hellos from the neighbour", func() bool { return other.Counters.HellosSent.Load() >= theirs+5 })
+	after := dev.Counters.HellosSent.Load()
+	if after > mine+1 {
 		t.Fatalf("provisioned device kept sending hellos: %d then %d", mine, after)
 	}
 
@@ -120,11 +114,7 @@ func TestTLSPKIProvisioningThroughTheListener(t *testing.T) {
 	}
 	// A reset opens a new window: hellos resume.
 	dev.Reset()
-	eventually(t, "hellos after reset", func() bool {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		return sink.counts[dev.UUID().String()] > after
-	})
+	eventually(t, "hellos after reset", func() bool { return dev.Counters.HellosSent.Load() > after })
 }
 
 // TestWSLGetsGeneralSettings reads AMT_GeneralSettings from a device
