@@ -94,8 +94,9 @@ func publish(t testing.TB, js jetstream.JetStream, envs []events.Envelope) {
 }
 
 type running struct {
-	svc  *inventory.Service
-	stop func() error // cancels Run and returns its error
+	svc    *inventory.Service
+	stop   func() error                      // cancels Run and returns its error
+	result func(time.Duration) (bool, error) // Run's error if it returns on its own within the time
 }
 
 func startInventory(t testing.TB, cfg inventory.Config, pool *pgxpool.Pool, js jetstream.JetStream, tel telemetry.Providers) running {
@@ -107,17 +108,29 @@ func startInventory(t testing.TB, cfg inventory.Config, pool *pgxpool.Pool, js j
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
-	stopped := false
+	var (
+		finished bool
+		runErr   error
+	)
 	stop := func() error {
-		if stopped {
-			return nil
+		if !finished {
+			cancel()
+			runErr, finished = <-done, true
 		}
-		stopped = true
-		cancel()
-		return <-done
+		return runErr
+	}
+	result := func(d time.Duration) (bool, error) {
+		if !finished {
+			select {
+			case runErr = <-done:
+				finished = true
+			case <-time.After(d):
+			}
+		}
+		return finished, runErr
 	}
 	t.Cleanup(func() { _ = stop() })
-	return running{svc: svc, stop: stop}
+	return running{svc: svc, stop: stop, result: result}
 }
 
 func consumerInfo(t testing.TB, js jetstream.JetStream, durable string) *jetstream.ConsumerInfo {
@@ -242,12 +255,13 @@ func TestRestartMidStream(t *testing.T) {
 	total := uint64(len(evs))
 
 	pool := storetest.New(t)
-	cfg := inventory.Config{BatchSize: 50, Workers: 200}
+	cfg := inventory.Config{BatchSize: 128, Workers: 1024}
 	first := startInventory(t, cfg, pool, js, tel)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		info := consumerInfo(t, js, "inventory")
 		if info != nil && info.AckFloor.Stream > 0 {
+			t.Logf("stopping with %d events acked, %d delivered and not acked yet", info.AckFloor.Stream, info.NumAckPending)
 			break
 		}
 		if time.Now().After(deadline) {
@@ -284,6 +298,54 @@ func TestRestartMidStream(t *testing.T) {
 	}
 	if info := consumerInfo(t, js, "inventory"); info.NumPending != 0 || info.NumAckPending != 0 {
 		t.Fatalf("consumer still has work: pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+	}
+}
+
+// TestCrashMidStream kills the inventory's NATS connection without a drain
+// while events are in flight (as a crashed process would leave them), then
+// starts a new inventory: JetStream redelivers what was never acked, the
+// rows already committed for it are written again without change, and the
+// tables end up as an uninterrupted run makes them.
+func TestCrashMidStream(t *testing.T) {
+	url := bustest.RunServer(t)
+	_, js := bustest.ConnectTo(t, url)
+	tel, _ := telemetry.NewForTest("inventory")
+	const devices = 1500
+	publish(t, js, fleet(t, devices, 5))
+
+	pool := storetest.New(t)
+	cfg := inventory.Config{BatchSize: 64, Workers: 512, AckWait: time.Second}
+	crashConn, crashJS := bustest.ConnectTo(t, url)
+	crashed := startInventory(t, cfg, pool, crashJS, tel)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if info := consumerInfo(t, js, "inventory"); info != nil && info.AckFloor.Stream > 0 {
+			t.Logf("crash with %d events acked, %d delivered and not acked", info.AckFloor.Stream, info.NumAckPending)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no progress within 30s")
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	crashConn.Close()
+	if ok, err := crashed.result(30 * time.Second); !ok || err == nil {
+		t.Errorf("Run after its connection was closed under it: returned %v, error %v; want an error", ok, err)
+	}
+
+	restarted := startInventory(t, cfg, pool, js, tel)
+	waitAcked(t, js, "inventory", 60*time.Second)
+	if err := restarted.stop(); err != nil {
+		t.Fatal(err)
+	}
+	ref := storetest.New(t)
+	whole := startInventory(t, inventory.Config{Durable: "reference"}, ref, js, tel)
+	waitAcked(t, js, "reference", 60*time.Second)
+	if err := whole.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dump(t, pool), dump(t, ref); got != want {
+		t.Fatalf("tables after a crash differ from an uninterrupted run:\n got %.2000s\nwant %.2000s", got, want)
 	}
 }
 

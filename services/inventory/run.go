@@ -33,6 +33,7 @@ func (s *Service) Run(ctx context.Context) error {
 		// Room for a few replicas, each holding up to Workers messages in
 		// its pull buffer and Workers in its handlers.
 		MaxAckPending: 8 * s.cfg.Workers,
+		AckWait:       s.cfg.AckWait,
 	})
 	if err != nil {
 		return fmt.Errorf("inventory: %w", err)
@@ -63,15 +64,22 @@ func (s *Service) Run(ctx context.Context) error {
 	s.log.InfoContext(ctx, "inventory consuming", "durable", s.cfg.Durable, "workers", s.cfg.Workers,
 		"batch_size", s.cfg.BatchSize, "batch_wait", s.cfg.BatchWait)
 
+	ended := false
 	select {
 	case <-ctx.Done():
 	case <-sub.Done():
+		ended = true
 	}
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 	defer cancel()
 	stopErr := sub.Stop(stopCtx)
 	if err := sub.Err(); err != nil {
 		return fmt.Errorf("inventory: subscription ended: %w", err)
+	}
+	if ended && ctx.Err() == nil {
+		// Nobody asked us to stop: the connection was closed or the
+		// consumer went away. Fail, so that the process restarts.
+		return errors.New("inventory: subscription ended on its own (connection closed?)")
 	}
 	if stopErr != nil {
 		return fmt.Errorf("inventory: %w", stopErr)

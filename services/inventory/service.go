@@ -50,6 +50,10 @@ type Config struct {
 	BatchSize int           // updates per transaction; default 512
 	BatchWait time.Duration // how long a batch waits to fill; default 20ms
 	Writers   int           // batches written at once, each in its own transaction; default 2
+	// AckWait is how long JetStream waits for the ack of a delivered event
+	// before redelivering it (to any replica): how soon the events a
+	// crashed replica held are worked again. Default 30s.
+	AckWait time.Duration
 }
 
 func (c Config) withDefaults() Config {
