@@ -34,8 +34,8 @@ var layouts = []struct {
 	shared bool
 	cfg    listener.Config
 }{
-	{"per-device", false, listener.Config{HTTPPort: 26992, TLSPort: 26993, RMCPPort: 26623, SlowDelay: 300 * time.Millisecond}},
-	{"shared", true, listener.Config{HTTPPort: 27992, TLSPort: 27993, RMCPPort: 27623, SlowDelay: 300 * time.Millisecond}},
+	{"per-device", false, listener.Config{HTTPPort: 26992, TLSPort: 26993, RMCPPort: 26623, SlowDelay: 500 * time.Millisecond}},
+	{"shared", true, listener.Config{HTTPPort: 27992, TLSPort: 27993, RMCPPort: 27623, SlowDelay: 500 * time.Millisecond}},
 }
 
 // nextHost hands each test device its own loopback address.
