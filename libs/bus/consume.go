@@ -134,6 +134,10 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 		duration = noopHistogram()
 	}
 
+	lag, err := registerLag(m, cons, opts.Name)
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", opts.Name, err)
+	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Subscription{
 		name:           opts.Name,
@@ -162,6 +166,7 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 		close(s.jobs) // workers finish what was fetched, then exit
 		wg.Wait()
 		cancel()
+		_ = lag.Unregister() // fails only if already unregistered
 		close(s.done)
 	}()
 	go func() {
@@ -172,6 +177,38 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 		}
 	}()
 	return s, nil
+}
+
+// lagInfoTimeout bounds the consumer-info request made per metrics scrape.
+const lagInfoTimeout = 2 * time.Second
+
+// registerLag reports the consumer's backlog at each metrics collection:
+// messages not yet delivered (pending) and delivered but not acknowledged
+// (ack_pending), fleet-wide for the durable.
+func registerLag(m metric.Meter, cons jetstream.Consumer, name string) (metric.Registration, error) {
+	g, err := m.Int64ObservableGauge("amtprov.bus.consumer.lag",
+		metric.WithDescription("Messages of the durable consumer not yet delivered (state=pending) or not yet acknowledged (state=ack_pending)."),
+		metric.WithUnit("{message}"))
+	if err != nil {
+		return nil, fmt.Errorf("create lag gauge: %w", err)
+	}
+	pending := metric.WithAttributes(attrConsumer.String(name), attrState.String("pending"))
+	ackPending := metric.WithAttributes(attrConsumer.String(name), attrState.String("ack_pending"))
+	reg, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, lagInfoTimeout)
+		defer cancel()
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("consumer %s info for lag: %w", name, err)
+		}
+		o.ObserveInt64(g, int64(info.NumPending), pending)
+		o.ObserveInt64(g, int64(info.NumAckPending), ackPending)
+		return nil
+	}, g)
+	if err != nil {
+		return nil, fmt.Errorf("register lag callback: %w", err)
+	}
+	return reg, nil
 }
 
 // Stop stops pulling new messages and waits until the buffered and

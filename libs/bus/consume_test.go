@@ -175,6 +175,59 @@ func counterValue(t *testing.T, reader *sdkmetric.ManualReader, name string, wan
 	return total
 }
 
+// gaugeValue returns the Int64 gauge point whose attributes include want.
+func gaugeValue(t *testing.T, reader *sdkmetric.ManualReader, name string, want ...attribute.KeyValue) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatalf("collect metrics: %v", err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			g, ok := m.Data.(metricdata.Gauge[int64])
+			if m.Name != name || !ok {
+				continue
+			}
+		dp:
+			for _, p := range g.DataPoints {
+				for _, kv := range want {
+					if v, ok := p.Attributes.Value(kv.Key); !ok || v != kv.Value {
+						continue dp
+					}
+				}
+				return p.Value
+			}
+		}
+	}
+	t.Fatalf("no %s point with %v", name, want)
+	return 0
+}
+
+// TestConsumerLagGauge: the backlog of the durable is observable.
+func TestConsumerLagGauge(t *testing.T) {
+	_, js := bustest.Connect(t)
+	tel, _, reader := testTel(t)
+	publishN(t, bus.NewPublisher(js, "/test", tel), 0, 7)
+	cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "lag", AckWait: time.Minute})
+	gate := make(chan struct{})
+	consume(t, cons, func(context.Context, any) (any, error) {
+		<-gate
+		return nil, nil
+	}, bus.ConsumeOptions{Workers: 1, Tel: tel})
+	// One message in the handler and (with one worker) at most one buffered:
+	// the rest are still pending on the server.
+	eventually(t, 10*time.Second, "lag observed", func() bool {
+		p := gaugeValue(t, reader, "amtprov.bus.consumer.lag", attribute.String("state", "pending"))
+		a := gaugeValue(t, reader, "amtprov.bus.consumer.lag", attribute.String("state", "ack_pending"))
+		return a >= 1 && p+a == 7
+	})
+	close(gate)
+	eventually(t, 10*time.Second, "lag drained", func() bool {
+		return gaugeValue(t, reader, "amtprov.bus.consumer.lag", attribute.String("state", "pending"))+
+			gaugeValue(t, reader, "amtprov.bus.consumer.lag", attribute.String("state", "ack_pending")) == 0
+	})
+}
+
 // ---- tests ----
 
 func TestPublishConsumeRoundTripContinuesTrace(t *testing.T) {
@@ -402,6 +455,9 @@ func TestConsumeDecisions(t *testing.T) {
 			info := consumerInfo(t, cons)
 			if info.NumRedelivered != 0 {
 				t.Errorf("NumRedelivered = %d after settling", info.NumRedelivered)
+			}
+			if lag := gaugeValue(t, reader, "amtprov.bus.consumer.lag", attribute.String("state", "pending")); lag != 0 {
+				t.Errorf("consumer lag after settling = %d, want 0", lag)
 			}
 			if got := counterValue(t, reader, "amtprov.bus.consumed", attribute.String("outcome", tt.wantAction)); got != 1 {
 				t.Errorf("consumed{outcome=%s} = %d, want 1", tt.wantAction, got)

@@ -37,6 +37,7 @@ const (
 	attrSubjectPrefix = attribute.Key("subject_prefix")
 	attrOutcome       = attribute.Key("outcome")
 	attrConsumer      = attribute.Key("consumer")
+	attrState         = attribute.Key("state")
 )
 
 // publishRetryMax caps the in-process retries of one publish when the
