@@ -67,6 +67,7 @@ type Subscription struct {
 	propagator propagation.TextMapPropagator
 	backoff    []time.Duration
 	heartbeat  time.Duration
+	maxDeliver int // of the consumer; <= 0 unlimited
 	ackAsync   bool
 	consumed   metric.Int64Counter
 	duration   metric.Float64Histogram
@@ -107,7 +108,9 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 	}
 	info := cons.CachedInfo()
 	ackWait := defaultAckWait
+	maxDeliver := -1
 	if info != nil {
+		maxDeliver = info.Config.MaxDeliver
 		if opts.Name == "" {
 			opts.Name = info.Name
 		}
@@ -151,6 +154,7 @@ func Consume(ctx context.Context, cons jetstream.Consumer, ep endpoint.Endpoint,
 		backoff:        opts.Backoff,
 		heartbeat:      ackWait / 2,
 		ackAsync:       opts.AckAsync,
+		maxDeliver:     maxDeliver,
 		consumed:       consumed,
 		duration:       duration,
 		stopping:       make(chan struct{}),
@@ -340,7 +344,7 @@ func (s *Subscription) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	pctx := s.propagator.Extract(ctx, headerCarrier(msg.Headers()))
-	sctx, span := s.tracer.Start(pctx, prefix+" process",
+	sctx, span := s.tracer.Start(pctx, "process "+prefix,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attrSystem.String("nats"),
@@ -358,14 +362,18 @@ func (s *Subscription) handle(ctx context.Context, msg jetstream.Msg) {
 	err = s.call(sctx, env)
 	hb.stop()
 
-	d := classify(err, delivered, s.backoff)
+	d := classify(err, delivered, s.maxDeliver, s.backoff)
 	if err != nil && d.action == actionNak && s.forced.Load() {
 		d.delay = 0 // shutting down: hand it back for another replica at once
 	}
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, d.action.String())
-		s.log.WarnContext(sctx, "consume: handler failed", "subject", env.Topic, "ce_id", env.ID,
+		lvl, what := slog.LevelWarn, "consume: handler failed"
+		if d.exhausted {
+			lvl, what = slog.LevelError, "consume: handler failed on the last allowed delivery; message terminated"
+		}
+		s.log.Log(sctx, lvl, what, "subject", env.Topic, "ce_id", env.ID,
 			"delivered", delivered, "decision", d.action.String(), "delay", d.delay, "err", err)
 	}
 	s.settle(sctx, msg, d, prefix, start, span)
@@ -456,20 +464,27 @@ func (a action) String() string {
 }
 
 type decision struct {
-	action action
-	delay  time.Duration // for actionNak
+	action    action
+	delay     time.Duration // for actionNak
+	exhausted bool          // terminated because MaxDeliver was reached
 }
 
 // classify is the one place that maps a handler result to a JetStream
 // decision (STYLE.md "Handlers and transports"). It never yields a plain
-// Nak: every redelivery has a delay.
-func classify(err error, delivered uint64, schedule []time.Duration) decision {
+// Nak: every redelivery has a delay. A retryable failure on the consumer's
+// last allowed delivery (maxDeliver > 0) is terminated instead, so the
+// outcome is explicit in logs and metrics rather than a Nak the server
+// ignores.
+func classify(err error, delivered uint64, maxDeliver int, schedule []time.Duration) decision {
 	if err == nil {
 		return decision{action: actionAck}
 	}
 	var perm *backoff.PermanentError
 	if errors.Is(err, ErrTerminal) || errors.Is(err, events.ErrInvalid) || errors.As(err, &perm) {
 		return decision{action: actionTerm}
+	}
+	if maxDeliver > 0 && delivered >= uint64(maxDeliver) {
+		return decision{action: actionTerm, exhausted: true}
 	}
 	var ra *RetryAfterError
 	if errors.As(err, &ra) {

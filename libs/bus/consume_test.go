@@ -393,6 +393,7 @@ func TestConsumeDecisions(t *testing.T) {
 		wantCalls  int
 		wantGaps   []time.Duration // minimum time between consecutive deliveries
 		wantAction string          // outcome of the last settle
+		maxDeliver int
 	}{
 		{name: "ack first time", results: nil, wantCalls: 1, wantAction: "ack"},
 		{name: "terminal", results: []error{fmt.Errorf("no profile: %w", bus.ErrTerminal)}, wantCalls: 1, wantAction: "term"},
@@ -407,6 +408,10 @@ func TestConsumeDecisions(t *testing.T) {
 			name: "retry after overrides backoff", results: []error{&bus.RetryAfterError{After: 300 * time.Millisecond, Err: fail}},
 			backoff: []time.Duration{time.Millisecond}, wantCalls: 2, wantGaps: []time.Duration{300 * time.Millisecond}, wantAction: "ack",
 		},
+		{
+			name: "gives up with term on the last allowed delivery", results: []error{fail, fail, fail, fail},
+			backoff: []time.Duration{10 * time.Millisecond}, maxDeliver: 3, wantCalls: 3, wantAction: "term",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -414,7 +419,7 @@ func TestConsumeDecisions(t *testing.T) {
 			tel, _, reader := testTel(t)
 			publishN(t, bus.NewPublisher(js, "/test", tel), 1, 2)
 			// AckWait far beyond the test: any redelivery seen comes from NakWithDelay.
-			cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "decisions", AckWait: time.Minute})
+			cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "decisions", AckWait: time.Minute, MaxDeliver: tt.maxDeliver})
 
 			var (
 				mu        sync.Mutex

@@ -91,7 +91,7 @@ func (p *Publisher) PublishEnvelope(ctx context.Context, env events.Envelope) er
 	if !ok || !strings.HasPrefix(env.Topic, k.Prefix+".") || env.ID == "" || env.Source == "" {
 		return fmt.Errorf("publish %q on %q: %w: not a well-formed envelope", env.Type, env.Topic, events.ErrInvalid)
 	}
-	ctx, span := p.tracer.Start(ctx, k.Prefix+" publish",
+	ctx, span := p.tracer.Start(ctx, "send "+k.Prefix,
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
 			attrSystem.String("nats"),
