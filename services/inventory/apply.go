@@ -58,8 +58,27 @@ func (s *Service) Apply(ctx context.Context, env events.Envelope) error {
 	return nil
 }
 
+// Outcomes of one event, the values of the "outcome" metric attribute.
+var outcomes = []string{"applied", "ignored", "invalid", "failed"}
+
+// eventAttrs precomputes the attribute sets of the events counter: building
+// them per event cost several percent of ingest CPU.
+func eventAttrs() map[[2]string]metric.AddOption {
+	m := make(map[[2]string]metric.AddOption)
+	for _, k := range events.Kinds() {
+		for _, o := range outcomes {
+			m[[2]string{k.Type, o}] = metric.WithAttributeSet(attribute.NewSet(attribute.String("type", k.Type), attribute.String("outcome", o)))
+		}
+	}
+	return m
+}
+
 func (s *Service) count(ctx context.Context, typ, outcome string) {
-	s.m.events.Add(ctx, 1, metric.WithAttributes(attribute.String("type", typ), attribute.String("outcome", outcome)))
+	opt, ok := s.m.eventAttrs[[2]string{typ, outcome}]
+	if !ok {
+		opt = metric.WithAttributes(attribute.String("type", typ), attribute.String("outcome", outcome))
+	}
+	s.m.events.Add(ctx, 1, opt)
 }
 
 // errRefused marks a batch the database refused for its content: retrying

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -464,6 +465,15 @@ func TestHelloToReadAPI(t *testing.T) {
 	}
 	if raw["provisioning"]["updated_at"] != "" {
 		t.Errorf("provisioning.updated_at = %v, want \"\" before any provisioning event", raw["provisioning"]["updated_at"])
+	}
+
+	// The events counter and the batch histogram reach /metrics.
+	mrec := httptest.NewRecorder()
+	tel.Metrics.ServeHTTP(mrec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{`inventory_events_total{`, `outcome="applied"`, `type="io.amtprov.device.hello.v1"`, `inventory_batch_size_count`} {
+		if !strings.Contains(mrec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// The batch span links to the consumer span of the hello's trace.

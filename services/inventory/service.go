@@ -97,9 +97,10 @@ type pending struct {
 }
 
 type metrics struct {
-	events    metric.Int64Counter     // by type and outcome
-	batchSize metric.Int64Histogram   // events per transaction
-	batchDur  metric.Float64Histogram // seconds per transaction
+	events     metric.Int64Counter // by type and outcome
+	eventAttrs map[[2]string]metric.AddOption
+	batchSize  metric.Int64Histogram   // events per transaction
+	batchDur   metric.Float64Histogram // seconds per transaction
 }
 
 // New builds the inventory on an already migrated database (store.Migrate)
@@ -117,6 +118,7 @@ func New(cfg Config, pool *pgxpool.Pool, js jetstream.JetStream, tel telemetry.P
 		handlers: handlers(),
 		tracer:   tel.Tracer.Tracer("github.com/amtprov/amtprov/services/inventory"),
 	}
+	s.m.eventAttrs = eventAttrs()
 	meter := tel.Meter.Meter("github.com/amtprov/amtprov/services/inventory")
 	var err error
 	if s.m.events, err = meter.Int64Counter("inventory.events",
