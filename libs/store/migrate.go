@@ -39,8 +39,11 @@ func migrationLockID() int64 {
 // it applied. It holds a session-level pg_advisory_lock while it works, so
 // any number of replicas may call it at the same moment: one migrates, the
 // others wait (a blocking lock, not polling) and then find nothing pending.
-// Waiting ends with an error when ctx ends.
+// Waiting ends with an error when ctx ends. A nil log discards the log.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 

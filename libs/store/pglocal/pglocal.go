@@ -40,8 +40,11 @@ const (
 // the first time) and that it runs, and returns its URL. If the cluster in
 // dir already runs (another process started it), Start returns its URL and
 // leaves it alone. stop shuts the cluster down (fast mode); the data stays in
-// dir for the next Start.
+// dir for the next Start. A nil log discards the log.
 func Start(ctx context.Context, dir string, log *slog.Logger) (url string, stop func(context.Context) error, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	bin, err := findBinaries()
 	if err != nil {
 		return "", nil, err
