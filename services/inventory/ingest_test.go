@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/amtprov/amtprov/libs/bus"
@@ -490,6 +491,18 @@ func TestHelloToReadAPI(t *testing.T) {
 	}
 	if !linked {
 		t.Error("no inventory.write_batch span links to the hello's trace")
+	}
+	committed := false
+	for _, s := range rec.Ended() {
+		if s.SpanContext().TraceID() != span.SpanContext().TraceID() || s.SpanKind() != trace.SpanKindConsumer {
+			continue
+		}
+		for _, e := range s.Events() {
+			committed = committed || e.Name == "inventory rows committed"
+		}
+	}
+	if !committed {
+		t.Error("the hello's consumer span has no \"inventory rows committed\" event")
 	}
 }
 
