@@ -180,6 +180,8 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	mux.Handle("/", inv.Handler())
 	apiAddr := lc.Serve("api", apiLn, lc.OpsHandler(invTel.Metrics, mux))
 
+	// (wave-2 services are wired above this line)
+
 	// The simulated fleet sends its hellos to our listener.
 	simLine := ""
 	if o.simulate > 0 {
