@@ -205,6 +205,7 @@ func gaugeValue(t *testing.T, reader *sdkmetric.ManualReader, name string, want 
 
 // TestConsumerLagGauge: the backlog of the durable is observable.
 func TestConsumerLagGauge(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	tel, _, reader := testTel(t)
 	publishN(t, bus.NewPublisher(js, "/test", tel), 0, 7)
@@ -231,6 +232,7 @@ func TestConsumerLagGauge(t *testing.T) {
 // ---- tests ----
 
 func TestPublishConsumeRoundTripContinuesTrace(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	tel, rec, _ := testTel(t)
 	pub := bus.NewPublisher(js, "/test/host-1", tel)
@@ -314,6 +316,7 @@ func TestPublishConsumeRoundTripContinuesTrace(t *testing.T) {
 }
 
 func TestPublishDeduplicatesByMsgID(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	tel, _, reader := testTel(t)
 	pub := bus.NewPublisher(js, "/test", tel)
@@ -348,6 +351,7 @@ func TestPublishDeduplicatesByMsgID(t *testing.T) {
 }
 
 func TestPublishErrors(t *testing.T) {
+	t.Parallel()
 	t.Run("malformed envelope", func(t *testing.T) {
 		_, js := bustest.Connect(t)
 		pub := bus.NewPublisher(js, "/test", telemetry.Providers{})
@@ -384,6 +388,7 @@ func TestPublishErrors(t *testing.T) {
 // TestConsumeDecisions drives one message through each handler outcome and
 // checks what JetStream did with it: redelivery count and spacing, or none.
 func TestConsumeDecisions(t *testing.T) {
+	t.Parallel()
 	fail := errors.New("transient")
 	tests := []struct {
 		name string
@@ -415,6 +420,7 @@ func TestConsumeDecisions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			_, js := bustest.Connect(t)
 			tel, _, reader := testTel(t)
 			publishN(t, bus.NewPublisher(js, "/test", tel), 1, 2)
@@ -472,6 +478,7 @@ func TestConsumeDecisions(t *testing.T) {
 }
 
 func TestConsumeTerminatesInvalidMessages(t *testing.T) {
+	t.Parallel()
 	nc, js := bustest.Connect(t)
 	tel, _, reader := testTel(t)
 	ctx := testCtx(t, 10*time.Second)
@@ -509,6 +516,7 @@ func TestConsumeTerminatesInvalidMessages(t *testing.T) {
 }
 
 func TestConsumeHandlerPanicAndFailerAreRetried(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 1, 2)
 	cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "panics", AckWait: time.Minute})
@@ -536,6 +544,7 @@ type failed struct{ err error }
 func (f failed) Failed() error { return f.err }
 
 func TestConsumeRespectsWorkerBound(t *testing.T) {
+	t.Parallel()
 	const workers, msgs = 4, 40
 	_, js := bustest.Connect(t)
 	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 0, msgs)
@@ -573,6 +582,7 @@ func TestConsumeRespectsWorkerBound(t *testing.T) {
 // starts a new one on the same durable: every event is handled exactly once,
 // and without waiting for any AckWait (one minute here).
 func TestStopDrainsThenResumeLosesNothing(t *testing.T) {
+	t.Parallel()
 	const msgs = 600
 	_, js := bustest.Connect(t)
 	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 0, msgs)
@@ -612,6 +622,7 @@ func TestStopDrainsThenResumeLosesNothing(t *testing.T) {
 }
 
 func TestConsumeAckAsync(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 0, 50)
 	cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "async", AckWait: time.Minute})
@@ -630,6 +641,7 @@ func TestConsumeAckAsync(t *testing.T) {
 }
 
 func TestConsumeCtxCancelDrains(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 0, 20)
 	cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "ctx", AckWait: time.Minute})
@@ -670,6 +682,7 @@ func TestConsumeCtxCancelDrains(t *testing.T) {
 // cancelled and its message handed back at once (NakWithDelay(0)), so the
 // next consumer gets it long before AckWait.
 func TestStopDeadlineHandsBack(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 1, 2)
 	cfg := bus.ConsumerConfig{Durable: "handback", AckWait: time.Minute}
@@ -712,17 +725,18 @@ func TestStopDeadlineHandsBack(t *testing.T) {
 // TestLongHandlerKeptAlive: a handler running longer than AckWait is not
 // redelivered, because the adapter sends InProgress.
 func TestLongHandlerKeptAlive(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
-		t.Skip("takes ~2.5 s")
+		t.Skip("takes ~4.5 s")
 	}
 	_, js := bustest.Connect(t)
 	publishN(t, bus.NewPublisher(js, "/test", telemetry.Providers{}), 1, 2)
-	cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "slow", AckWait: time.Second})
+	cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "slow", AckWait: 2 * time.Second})
 	var calls atomic.Int32
 	consume(t, cons, func(ctx context.Context, _ any) (any, error) {
 		calls.Add(1)
-		select { // the work itself takes 2.5 AckWaits
-		case <-time.After(2500 * time.Millisecond):
+		select { // the work itself takes 2.25 AckWaits
+		case <-time.After(4500 * time.Millisecond):
 		case <-ctx.Done():
 		}
 		return nil, nil
@@ -743,6 +757,7 @@ func TestLongHandlerKeptAlive(t *testing.T) {
 // good, Done closes and Err says why, so the service can exit instead of
 // silently consuming nothing.
 func TestConnectionClosedEndsSubscription(t *testing.T) {
+	t.Parallel()
 	nc, js := bustest.Connect(t)
 	cons := ensureConsumer(t, js, bus.ConsumerConfig{Durable: "closed"})
 	sub, err := bus.Consume(context.Background(), cons, func(context.Context, any) (any, error) { return nil, nil }, bus.ConsumeOptions{})

@@ -25,6 +25,7 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 }
 
 func TestEnsureStreamCreatesAndUpdates(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t) // creates the stream with defaults
 	ctx := testCtx(t, 10*time.Second)
 
@@ -52,6 +53,7 @@ func TestEnsureStreamCreatesAndUpdates(t *testing.T) {
 }
 
 func TestEnsureConsumer(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	ctx := testCtx(t, 10*time.Second)
 
@@ -102,6 +104,7 @@ func TestEnsureConsumer(t *testing.T) {
 }
 
 func TestConnect(t *testing.T) {
+	t.Parallel()
 	url := bustest.RunServer(t)
 	log := slog.New(slog.DiscardHandler)
 
@@ -142,6 +145,7 @@ func TestConnect(t *testing.T) {
 }
 
 func TestRedactURL(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ in, want string }{
 		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
 		{"nats://alice:s3cret@host:4222", "nats://alice:xxxxx@host:4222"},
