@@ -36,6 +36,7 @@ bench:
 	@scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
 
 lint:
+	@bad=$$(grep -L '^go 1.26$$' go.work $$(git ls-files '*go.mod')); if [ -n "$$bad" ]; then echo "want go 1.26 in: $$bad"; exit 1; fi
 	@$(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$($(GO) list -f '{{.Dir}}' -m)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
