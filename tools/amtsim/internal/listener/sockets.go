@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/ipv4"
@@ -124,20 +123,6 @@ func bind(ctx context.Context, addr netip.Addr, cfg Config, lookup func(netip.Ad
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
 	return s, nil
-}
-
-// bindToLoopback restricts a wildcard socket to the loopback interface.
-func bindToLoopback(_, _ string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptString(int(fd), syscall.SOL_SOCKET, syscall.SO_BINDTODEVICE, "lo")
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("bind to the loopback interface: %w", serr)
-	}
-	return nil
 }
 
 // Serve starts answering.
