@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -52,14 +53,20 @@ func Kinds() []Kind {
 	}
 }
 
+// kindIndex maps ce-type to kind; built once from Kinds() and never
+// changed, because KindOf is on every publish and consume.
+var kindIndex = sync.OnceValue(func() map[string]Kind {
+	m := make(map[string]Kind)
+	for _, k := range Kinds() {
+		m[k.Type] = k
+	}
+	return m
+})
+
 // KindOf finds the kind of a ce-type.
 func KindOf(ceType string) (Kind, bool) {
-	for _, k := range Kinds() {
-		if k.Type == ceType {
-			return k, true
-		}
-	}
-	return Kind{}, false
+	k, ok := kindIndex()[ceType]
+	return k, ok
 }
 
 // RootHash is a trusted root-certificate fingerprint as events carry it.
@@ -139,6 +146,24 @@ type Provisioning struct {
 	ErrorCode   string            `json:"error_code,omitempty"`
 	Hint        string            `json:"hint,omitempty"`
 	At          time.Time         `json:"at"`
+	// Device is what the device reported when it was verified after
+	// CommitChanges (succeeded events only).
+	Device *ProvisionedDevice `json:"device,omitempty"`
+}
+
+// ProvisionedDevice is the configuration a provisioned device reported when
+// the provisioner verified it: what inventory records as its capability and
+// identification. No secret.
+type ProvisionedDevice struct {
+	AMTVersion    string `json:"amt_version,omitempty"`
+	ControlMode   string `json:"control_mode"` // none, ccm, acm
+	TLSEnabled    bool   `json:"tls_enabled"`
+	SOL           bool   `json:"sol"`
+	IDER          bool   `json:"ider"`
+	KVM           bool   `json:"kvm"`
+	Hostname      string `json:"hostname,omitempty"`
+	Domain        string `json:"domain,omitempty"`
+	TLSCertSHA256 string `json:"tls_cert_sha256,omitempty"` // fingerprint of the device's TLS certificate (public)
 }
 
 func (p *Provisioning) EventType() string {

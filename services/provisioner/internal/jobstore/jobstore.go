@@ -1,0 +1,462 @@
+// Package jobstore is the provisioner's PostgreSQL repository: provisioning
+// jobs with their leases, the steps of each job, the devices' encrypted
+// credentials and the profiles (migration 00003_provisioner.sql).
+//
+// Leases. A job is worked on by the worker that holds its lease
+// (lease_owner, lease_expires in the database's clock). Acquire decides, in
+// one transaction with the job row locked, whether a hello starts a new
+// attempt, takes over a queued or expired job, is a duplicate of running
+// work, or is stale; the partial unique index "one open job per device"
+// makes two concurrent first hellos produce one job. Every later write
+// (BeginStep, FinishStep, Requeue, Finish) names the owner and fails with
+// ErrLeaseLost when the lease has passed to someone else, so a worker that
+// stalled past its lease cannot write over its successor.
+//
+// Events that report a job change go through the outbox in the same
+// transaction (Store.Outbox), so none is lost or invented by a crash.
+package jobstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/amtprov/amtprov/libs/events"
+)
+
+// Job states (provisioning_jobs.state).
+const (
+	StateQueued    = "queued"
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+)
+
+// Step outcomes (provisioning_steps.outcome).
+const (
+	OutcomeRunning = "running"
+	OutcomeOK      = "ok"
+	OutcomeSkipped = "skipped"
+	OutcomeRetry   = "retry"
+	OutcomeFailed  = "failed"
+)
+
+// ErrLeaseLost: the job's lease is no longer this worker's.
+var ErrLeaseLost = errors.New("job lease lost")
+
+// ErrNotFound: no such job, profile or credentials.
+var ErrNotFound = errors.New("not found")
+
+// Job is one provisioning_jobs row.
+type Job struct {
+	ID           int64      `json:"id"`
+	UUID         string     `json:"uuid"`
+	Attempt      int        `json:"attempt"`
+	State        string     `json:"state"`
+	LeaseOwner   string     `json:"lease_owner,omitempty"`
+	LeaseExpires *time.Time `json:"lease_expires,omitempty"`
+	Profile      string     `json:"profile"`
+	Domain       string     `json:"domain"`
+	SourceIP     string     `json:"source_ip"`
+	HelloEventID string     `json:"hello_event_id"`
+	ErrorCode    string     `json:"error_code,omitempty"`
+	Hint         string     `json:"hint,omitempty"`
+	Detail       string     `json:"detail,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	FinishedAt   *time.Time `json:"finished_at,omitempty"`
+}
+
+// IDString is the job id as events carry it.
+func (j Job) IDString() string { return strconv.FormatInt(j.ID, 10) }
+
+// Step is one provisioning_steps row.
+type Step struct {
+	JobID       int64           `json:"job_id"`
+	Step        string          `json:"step"`
+	Seq         int             `json:"seq"`
+	Started     time.Time       `json:"started"`
+	Finished    *time.Time      `json:"finished,omitempty"`
+	Outcome     string          `json:"outcome"`
+	ReturnValue *int            `json:"return_value,omitempty"`
+	ErrorCode   string          `json:"error_code,omitempty"`
+	AttemptNo   int             `json:"attempt_no"`
+	State       json.RawMessage `json:"-"`
+}
+
+// Done reports whether the step finished in a way the workflow moves past.
+func (s Step) Done() bool { return s.Outcome == OutcomeOK || s.Outcome == OutcomeSkipped }
+
+// OutboxFunc writes env in tx (libs/outbox.Add); traceCtx carries the
+// trace context to record with it.
+type OutboxFunc func(ctx context.Context, tx pgx.Tx, env events.Envelope, traceCtx context.Context) error
+
+// Store is the repository. Safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	outbox OutboxFunc
+	source string // ce-source of the events it writes
+}
+
+// New returns a Store on pool that writes events with outbox, as source.
+func New(pool *pgxpool.Pool, outbox OutboxFunc, source string) *Store {
+	return &Store{pool: pool, outbox: outbox, source: source}
+}
+
+// Pool is the store's pool (for the outbox relay and health checks).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+const jobColumns = `id, uuid::text, attempt, state, lease_owner, lease_expires, profile, domain,
+	coalesce(host(source_ip), ''), hello_event_id, error_code, hint, detail, created_at, updated_at, finished_at`
+
+func scanJob(row pgx.Row) (Job, error) {
+	var j Job
+	err := row.Scan(&j.ID, &j.UUID, &j.Attempt, &j.State, &j.LeaseOwner, &j.LeaseExpires, &j.Profile, &j.Domain,
+		&j.SourceIP, &j.HelloEventID, &j.ErrorCode, &j.Hint, &j.Detail, &j.CreatedAt, &j.UpdatedAt, &j.FinishedAt)
+	return j, err
+}
+
+// Decision is what Acquire decided for a hello.
+type Decision int
+
+const (
+	// Started: a new attempt was created and leased to the caller.
+	Started Decision = iota + 1
+	// Resumed: a queued job, or a running one whose lease expired, is now
+	// the caller's; it resumes at its first unfinished step.
+	Resumed
+	// Duplicate: another worker holds the device's running job.
+	Duplicate
+	// Stale: the hello is not newer than the device's last finished job
+	// (a redelivery, or a hello sent just before the commit).
+	Stale
+)
+
+func (d Decision) String() string {
+	switch d {
+	case Started:
+		return "started"
+	case Resumed:
+		return "resumed"
+	case Duplicate:
+		return "duplicate"
+	case Stale:
+		return "stale"
+	}
+	return "unknown"
+}
+
+// Hello is what Acquire needs from a hello.
+type Hello struct {
+	UUID       string
+	SourceIP   string
+	EventID    string
+	ReceivedAt time.Time
+}
+
+// Acquire decides what hello h means for the device's jobs and, for Started
+// and Resumed, leases the job to owner for lease. A Started job gets its
+// "started" event in the same transaction.
+func (s *Store) Acquire(ctx context.Context, h Hello, owner string, lease time.Duration) (Job, Decision, error) {
+	var (
+		job Job
+		dec Decision
+	)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		last, err := scanJob(tx.QueryRow(ctx, `SELECT `+jobColumns+` FROM provisioning_jobs
+			WHERE uuid = $1 ORDER BY attempt DESC LIMIT 1 FOR UPDATE`, h.UUID))
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			last = Job{}
+		case err != nil:
+			return fmt.Errorf("read last job of %s: %w", h.UUID, err)
+		}
+		if last.ID != 0 {
+			switch last.State {
+			case StateQueued, StateRunning:
+				var free bool
+				if err := tx.QueryRow(ctx, `SELECT state = 'queued' OR lease_expires IS NULL OR lease_expires <= now()
+					FROM provisioning_jobs WHERE id = $1`, last.ID).Scan(&free); err != nil {
+					return fmt.Errorf("check lease of job %d: %w", last.ID, err)
+				}
+				if !free {
+					job, dec = last, Duplicate
+					return nil
+				}
+				job, err = scanJob(tx.QueryRow(ctx, `UPDATE provisioning_jobs
+					SET state = 'running', lease_owner = $2, lease_expires = now() + $3::interval, updated_at = now()
+					WHERE id = $1 RETURNING `+jobColumns, last.ID, owner, lease))
+				if err != nil {
+					return fmt.Errorf("take over job %d: %w", last.ID, err)
+				}
+				dec = Resumed
+				return nil
+			default: // finished
+				if last.FinishedAt != nil && !h.ReceivedAt.After(*last.FinishedAt) {
+					job, dec = last, Stale
+					return nil
+				}
+			}
+		}
+		var ip any
+		if h.SourceIP != "" {
+			ip = h.SourceIP
+		}
+		job, err = scanJob(tx.QueryRow(ctx, `INSERT INTO provisioning_jobs
+			(uuid, attempt, state, lease_owner, lease_expires, source_ip, hello_event_id)
+			VALUES ($1, $2, 'running', $3, now() + $4::interval, $5, $6)
+			ON CONFLICT DO NOTHING RETURNING `+jobColumns, h.UUID, last.Attempt+1, owner, lease, ip, h.EventID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Another worker created the device's job between our read and
+			// our insert: its transaction committed first.
+			job, dec = last, Duplicate
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("create job for %s: %w", h.UUID, err)
+		}
+		dec = Started
+		return s.emit(ctx, tx, job, events.ProvisioningStarted, "", nil)
+	})
+	if err != nil {
+		return Job{}, 0, err
+	}
+	return job, dec, nil
+}
+
+// SetRouting records the profile and domain chosen for a job.
+func (s *Store) SetRouting(ctx context.Context, jobID int64, owner, profile, domain string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE provisioning_jobs SET profile = $3, domain = $4, updated_at = now()
+		WHERE id = $1 AND lease_owner = $2 AND state = 'running'`, jobID, owner, profile, domain)
+	if err != nil {
+		return fmt.Errorf("record profile and domain of job %d: %w", jobID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("record profile and domain of job %d: %w", jobID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// renew extends owner's lease on jobID inside tx, or fails with ErrLeaseLost.
+func renew(ctx context.Context, tx pgx.Tx, jobID int64, owner string, lease time.Duration) error {
+	tag, err := tx.Exec(ctx, `UPDATE provisioning_jobs SET lease_expires = now() + $3::interval, updated_at = now()
+		WHERE id = $1 AND lease_owner = $2 AND state = 'running'`, jobID, owner, lease)
+	if err != nil {
+		return fmt.Errorf("renew lease of job %d: %w", jobID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("job %d: %w", jobID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// Renew extends owner's lease on jobID.
+func (s *Store) Renew(ctx context.Context, jobID int64, owner string, lease time.Duration) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return renew(ctx, tx, jobID, owner, lease) })
+}
+
+// Steps returns the job's steps in workflow order.
+func (s *Store) Steps(ctx context.Context, jobID int64) ([]Step, error) {
+	rows, err := s.pool.Query(ctx, `SELECT job_id, step, seq, started, finished, outcome, return_value, error_code, attempt_no, state
+		FROM provisioning_steps WHERE job_id = $1 ORDER BY seq`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("read steps of job %d: %w", jobID, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Step, error) {
+		var st Step
+		err := r.Scan(&st.JobID, &st.Step, &st.Seq, &st.Started, &st.Finished, &st.Outcome, &st.ReturnValue, &st.ErrorCode, &st.AttemptNo, &st.State)
+		return st, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read steps of job %d: %w", jobID, err)
+	}
+	return out, nil
+}
+
+// BeginStep renews the lease and records that step (at position seq) is
+// starting; it returns the step row as it was before (zero Step when the
+// step never started), so a one-shot step knows it must read back the
+// device's state first.
+func (s *Store) BeginStep(ctx context.Context, jobID int64, owner string, lease time.Duration, step string, seq int) (Step, error) {
+	var prev Step
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := renew(ctx, tx, jobID, owner, lease); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `SELECT job_id, step, seq, started, finished, outcome, return_value, error_code, attempt_no, state
+			FROM provisioning_steps WHERE job_id = $1 AND step = $2`, jobID, step).
+			Scan(&prev.JobID, &prev.Step, &prev.Seq, &prev.Started, &prev.Finished, &prev.Outcome, &prev.ReturnValue, &prev.ErrorCode, &prev.AttemptNo, &prev.State)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read step %s of job %d: %w", step, jobID, err)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO provisioning_steps (job_id, step, seq, started) VALUES ($1, $2, $3, now())
+			ON CONFLICT (job_id, step) DO UPDATE SET started = now(), finished = NULL, outcome = 'running',
+				return_value = NULL, error_code = '', attempt_no = provisioning_steps.attempt_no + 1`, jobID, step, seq)
+		if err != nil {
+			return fmt.Errorf("begin step %s of job %d: %w", step, jobID, err)
+		}
+		return nil
+	})
+	return prev, err
+}
+
+// StepResult is how a step ended.
+type StepResult struct {
+	Outcome     string
+	ReturnValue *int
+	ErrorCode   string
+	State       json.RawMessage // kept for later steps; nil keeps what was there
+}
+
+// FinishStep records the end of a step and, with its "step" event, reports
+// it through the outbox in the same transaction.
+func (s *Store) FinishStep(ctx context.Context, job Job, owner, step string, r StepResult) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var owned bool
+		if err := tx.QueryRow(ctx, `SELECT lease_owner = $2 AND state = 'running' FROM provisioning_jobs WHERE id = $1 FOR SHARE`,
+			job.ID, owner).Scan(&owned); err != nil {
+			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+		}
+		if !owned {
+			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, ErrLeaseLost)
+		}
+		state := r.State
+		_, err := tx.Exec(ctx, `UPDATE provisioning_steps SET finished = now(), outcome = $3, return_value = $4, error_code = $5,
+			state = coalesce($6::jsonb, state) WHERE job_id = $1 AND step = $2`, job.ID, step, r.Outcome, r.ReturnValue, r.ErrorCode, nullJSON(state))
+		if err != nil {
+			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+		}
+		return s.emit(ctx, tx, job, events.ProvisioningStep, step, func(p *events.Provisioning) {
+			p.Outcome, p.ReturnValue, p.ErrorCode = r.Outcome, r.ReturnValue, r.ErrorCode
+		})
+	})
+}
+
+func nullJSON(b json.RawMessage) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
+}
+
+// Requeue hands a job back after a transient failure: it becomes queued
+// with no lease, so the redelivered hello (or any later one) resumes it.
+func (s *Store) Requeue(ctx context.Context, jobID int64, owner, code, detail string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE provisioning_jobs SET state = 'queued', lease_owner = '', lease_expires = NULL,
+		error_code = $3, detail = $4, updated_at = now() WHERE id = $1 AND lease_owner = $2 AND state = 'running'`, jobID, owner, code, detail)
+	if err != nil {
+		return fmt.Errorf("requeue job %d: %w", jobID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("requeue job %d: %w", jobID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// Outcome is how a job ends.
+type Outcome struct {
+	Succeeded bool
+	Step      string // the failed step
+	Code      string
+	Hint      string
+	Detail    string
+	RV        *int
+	// Device is what the device reported after commit (succeeded only).
+	Device *events.ProvisionedDevice
+	// CredentialsVersion becomes the device's active credentials (succeeded only).
+	CredentialsVersion int
+	TLSCertSHA256      string
+}
+
+// Finish ends owner's job with its succeeded or failed event, and on
+// success makes the job's credentials the device's active ones, all in one
+// transaction.
+func (s *Store) Finish(ctx context.Context, job Job, owner string, o Outcome) error {
+	state := StateFailed
+	if o.Succeeded {
+		state = StateSucceeded
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		row := tx.QueryRow(ctx, `UPDATE provisioning_jobs SET state = $3, lease_owner = '', lease_expires = NULL,
+			error_code = $4, hint = $5, detail = $6, updated_at = now(), finished_at = now()
+			WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING `+jobColumns, job.ID, owner, state, o.Code, o.Hint, o.Detail)
+		fin, err := scanJob(row)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("finish job %d: %w", job.ID, ErrLeaseLost)
+		}
+		if err != nil {
+			return fmt.Errorf("finish job %d: %w", job.ID, err)
+		}
+		if o.Succeeded && o.CredentialsVersion > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE device_credentials SET active = false WHERE uuid = $1 AND active`, job.UUID); err != nil {
+				return fmt.Errorf("deactivate old credentials of %s: %w", job.UUID, err)
+			}
+			tag, err := tx.Exec(ctx, `UPDATE device_credentials SET active = true, tls_cert_sha256 = $3 WHERE uuid = $1 AND version = $2`,
+				job.UUID, o.CredentialsVersion, o.TLSCertSHA256)
+			if err != nil {
+				return fmt.Errorf("activate credentials of %s: %w", job.UUID, err)
+			}
+			if tag.RowsAffected() != 1 {
+				return fmt.Errorf("activate credentials v%d of %s: %w", o.CredentialsVersion, job.UUID, ErrNotFound)
+			}
+		}
+		ev := events.ProvisioningFailed
+		if o.Succeeded {
+			ev = events.ProvisioningSucceeded
+		}
+		return s.emit(ctx, tx, fin, ev, o.Step, func(p *events.Provisioning) {
+			p.ErrorCode, p.Hint, p.ReturnValue = o.Code, o.Hint, o.RV
+			if o.Succeeded {
+				p.Outcome = OutcomeOK
+				p.Device = o.Device
+			} else {
+				p.Outcome = OutcomeFailed
+			}
+		})
+	})
+}
+
+// emit writes one provisioning event about job through the outbox in tx.
+// Its id is derived from the job, event, step and step attempt, so a
+// retried transaction cannot produce two different events for one fact.
+func (s *Store) emit(ctx context.Context, tx pgx.Tx, job Job, ev events.ProvisioningEvent, step string, fill func(*events.Provisioning)) error {
+	if s.outbox == nil {
+		return nil
+	}
+	var n int
+	if step != "" && ev == events.ProvisioningStep {
+		if err := tx.QueryRow(ctx, `SELECT attempt_no FROM provisioning_steps WHERE job_id = $1 AND step = $2`, job.ID, step).Scan(&n); err != nil {
+			return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
+		}
+	}
+	var now time.Time
+	if err := tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now); err != nil {
+		return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
+	}
+	p := &events.Provisioning{Event: ev, UUID: job.UUID, JobID: job.IDString(), Attempt: job.Attempt,
+		Profile: job.Profile, Step: step, At: now.UTC()}
+	if fill != nil {
+		fill(p)
+	}
+	id := fmt.Sprintf("prov-%d-%s", job.ID, ev)
+	if step != "" {
+		id += "-" + step
+	}
+	if n > 0 {
+		id += "-" + strconv.Itoa(n)
+	}
+	env, err := events.New(s.source, p, id)
+	if err != nil {
+		return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
+	}
+	if err := s.outbox(ctx, tx, env, ctx); err != nil {
+		return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
+	}
+	return nil
+}
