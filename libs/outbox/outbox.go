@@ -1,0 +1,90 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/amtprov/amtprov/libs/events"
+)
+
+// NotifyChannel is the PostgreSQL LISTEN/NOTIFY channel Add signals on.
+const NotifyChannel = "amtprov_outbox"
+
+// MaxDataSize bounds one event body. JetStream's default max payload is 1 MiB,
+// and amtprov events are a few hundred bytes; a bigger body is a bug that
+// should fail in the writer's transaction, not in the relay.
+const MaxDataSize = 256 << 10
+
+// traceContext is the W3C propagator (traceparent, tracestate) used to
+// capture the writer's trace into the stored headers. It holds no state.
+var traceContext = propagation.TraceContext{}
+
+// insertSQL inserts the event and, in the same statement, queues a NOTIFY
+// that PostgreSQL delivers only if the transaction commits. An event with a
+// msg_id already waiting in the outbox is not stored twice.
+const insertSQL = `
+WITH ins AS (
+    INSERT INTO outbox (topic, headers, data, msg_id)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (msg_id) DO NOTHING
+    RETURNING id
+)
+SELECT pg_notify('` + NotifyChannel + `', '') FROM ins`
+
+// Add stores env in the outbox inside the caller's transaction tx; it is
+// published once tx commits and discarded if tx rolls back. The W3C trace
+// context of traceCtx (usually the ctx of the work the event reports) is
+// stored with it, so the published message continues that trace. Adding an
+// event whose ce-id is already waiting in the outbox does nothing.
+func Add(ctx context.Context, tx pgx.Tx, env events.Envelope, traceCtx context.Context) error {
+	h := env.Headers()
+	if _, err := events.Parse(env.Topic, h, env.Data); err != nil {
+		return fmt.Errorf("outbox: add %s: %w", env.Topic, err)
+	}
+	if len(env.Data) > MaxDataSize {
+		return fmt.Errorf("outbox: add %s: %w: body is %d bytes, limit %d", env.Topic, events.ErrInvalid, len(env.Data), MaxDataSize)
+	}
+	if traceCtx != nil {
+		traceContext.Inject(traceCtx, carrier(h))
+	}
+	hj, err := json.Marshal(h)
+	if err != nil {
+		return fmt.Errorf("outbox: add %s: encode headers: %w", env.Topic, err)
+	}
+	if _, err := tx.Exec(ctx, insertSQL, env.Topic, hj, env.Data, env.ID); err != nil {
+		return fmt.Errorf("outbox: add %s %s: %w", env.Topic, env.ID, err)
+	}
+	return nil
+}
+
+// carrier adapts stored headers to the OpenTelemetry propagator with exact
+// (lower-case W3C) keys, as NATS headers are case-sensitive. Get falls back
+// to a case-insensitive match, like libs/bus.
+type carrier map[string][]string
+
+func (c carrier) Get(key string) string {
+	if v := c[key]; len(v) > 0 {
+		return v[0]
+	}
+	for k, v := range c {
+		if len(v) > 0 && strings.EqualFold(k, key) {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+func (c carrier) Set(key, value string) { c[key] = []string{value} }
+
+func (c carrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
