@@ -366,4 +366,3 @@ func parseRow(rw row) (events.Envelope, error) {
 	}
 	return env, nil
 }
-
