@@ -117,11 +117,20 @@ func (p *Publisher) PublishEnvelope(ctx context.Context, env events.Envelope) er
 		ack = a
 		return nil
 	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 50 * time.Millisecond
-	b.MaxInterval = 2 * time.Second
-	b.MaxElapsedTime = publishRetryMax
-	err := backoff.Retry(op, backoff.WithContext(b, ctx))
+	// The first attempt runs inline: almost every publish succeeds at once,
+	// and the backoff machinery costs allocations on the hot path.
+	err := op()
+	var perm *backoff.PermanentError
+	if err != nil && !errors.As(err, &perm) {
+		b := backoff.NewExponentialBackOff()
+		b.InitialInterval = 50 * time.Millisecond
+		b.MaxInterval = 2 * time.Second
+		b.MaxElapsedTime = publishRetryMax
+		err = backoff.Retry(op, backoff.WithContext(b, ctx))
+	}
+	if errors.As(err, &perm) {
+		err = perm.Err
+	}
 	outcome := "ok"
 	switch {
 	case err != nil:

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +59,14 @@ func packets(b *testing.B, offset, n int) [][]byte {
 
 var benchOffset atomic.Int64
 
+// cpuTime is the user+system CPU time of the whole test process: sender,
+// listener and (embedded) NATS server together, as on one host.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // BenchmarkBaselineAcceptReadClose is the yardstick for hello ingestion: a
 // bare Go listener that only accepts, reads to EOF and closes the same
 // connections. Each hello is its own TCP connection, so this bounds what
@@ -91,12 +100,13 @@ func BenchmarkBaselineAcceptReadClose(b *testing.B) {
 	defer ln.Close()
 	pkts := packets(b, int(benchOffset.Add(int64(b.N)))-b.N, b.N)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	blast(b, ln.Addr().String(), pkts, 64)
 	for handled.Load() < int64(b.N) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "conns/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/conn")
 }
 
 // BenchmarkHelloIngest measures hellos/s from TCP in to JetStream acked
@@ -127,10 +137,11 @@ func BenchmarkHelloIngest(b *testing.B) {
 	before := streamCount(b, js)
 	pkts := packets(b, int(benchOffset.Add(int64(b.N)))-b.N, b.N)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	blast(b, ln.Addr().String(), pkts, 64)
 	for streamCount(b, js)-before < uint64(b.N) {
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "hellos/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/hello")
 }

@@ -96,6 +96,8 @@ type Listener struct {
 	active    metric.Int64UpDownCounter
 	latency   metric.Float64Histogram
 
+	reasonOpts map[string]metric.AddOption // per reason, built once in New
+
 	sem      chan struct{}
 	limiters *ipLimiters
 	logLimit *rate.Limiter
@@ -155,8 +157,10 @@ func New(cfg Config, pub Publisher, opts Options) (*Listener, error) {
 	// Pre-register every reason at zero so that dashboards and alerts see
 	// the series before the first rejection.
 	ctx := context.Background()
+	l.reasonOpts = make(map[string]metric.AddOption)
 	for _, r := range append(amt.RejectReasons(), ReasonOversized, ReasonTimeout, ReasonRateLimited, ReasonOverloaded, ReasonEmpty, ReasonPublish) {
-		l.rejected.Add(ctx, 0, metric.WithAttributes(attribute.String("reason", r)))
+		l.reasonOpts[r] = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", r)))
+		l.rejected.Add(ctx, 0, l.reasonOpts[r])
 	}
 	return l, nil
 }
@@ -247,7 +251,12 @@ func (l *Listener) handle(ctx context.Context, conn net.Conn) {
 	defer l.active.Add(ctx, -1)
 	defer conn.Close()
 
-	remote, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
+	var remote netip.AddrPort
+	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		remote = ta.AddrPort()
+	} else {
+		remote, _ = netip.ParseAddrPort(conn.RemoteAddr().String())
+	}
 	if !l.limiters.allow(remote.Addr(), start) {
 		l.reject(ctx, conn.RemoteAddr(), ReasonRateLimited, nil)
 		return
@@ -266,6 +275,9 @@ func (l *Listener) handle(ctx context.Context, conn net.Conn) {
 		l.serveStatus(conn, buf[:n])
 		return
 	}
+	// The firmware expects no answer (PROTOCOL.md §4.1): release the socket
+	// before the bus round trip.
+	_ = conn.Close()
 	if reason != "" {
 		l.reject(ctx, conn.RemoteAddr(), reason, err)
 		return
@@ -366,7 +378,11 @@ func (l *Listener) publish(ctx context.Context, h amt.Hello, remote netip.AddrPo
 }
 
 func (l *Listener) reject(ctx context.Context, from net.Addr, reason string, err error) {
-	l.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+	opt, ok := l.reasonOpts[reason]
+	if !ok {
+		opt = metric.WithAttributes(attribute.String("reason", reason))
+	}
+	l.rejected.Add(ctx, 1, opt)
 	l.nRejected.Add(1)
 	if l.logLimit.Allow() {
 		args := []any{"reason", reason, "from", from.String()}
