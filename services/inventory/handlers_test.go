@@ -219,6 +219,7 @@ func dump(t testing.TB, pool *pgxpool.Pool) string {
 // applying them one at a time in time order, and the newest fact of each
 // group must win.
 func TestOrderTolerance(t *testing.T) {
+	t.Parallel()
 	uuids := []string{uuidA, "939b524b-13d4-1d18-e487-1c697a6b7a2b", "11111111-2222-3333-4444-555555555555"}
 	var evs []events.Envelope
 	for i, u := range uuids {

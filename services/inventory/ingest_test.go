@@ -205,6 +205,7 @@ func count(t testing.TB, pool *pgxpool.Pool, table string) int {
 // are the same when the whole stream is applied again on top of them, and
 // when it is applied from scratch on an empty database.
 func TestReplayGivesIdenticalTables(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	tel, _ := telemetry.NewForTest("inventory")
 	const devices = 300
@@ -309,6 +310,7 @@ func TestRestartMidStream(t *testing.T) {
 // rows already committed for it are written again without change, and the
 // tables end up as an uninterrupted run makes them.
 func TestCrashMidStream(t *testing.T) {
+	t.Parallel()
 	url := bustest.RunServer(t)
 	_, js := bustest.ConnectTo(t, url)
 	tel, _ := telemetry.NewForTest("inventory")
@@ -351,6 +353,51 @@ func TestCrashMidStream(t *testing.T) {
 	}
 }
 
+// TestReplicasShareTheWork runs three inventories on one durable consumer
+// and one database, as replicas would: they split the stream between them,
+// their concurrent transactions on the same devices do not deadlock or
+// lose updates, and the tables equal those of a single inventory.
+func TestReplicasShareTheWork(t *testing.T) {
+	t.Parallel()
+	url := bustest.RunServer(t)
+	_, js := bustest.ConnectTo(t, url)
+	tel, _ := telemetry.NewForTest("inventory")
+	publish(t, js, fleet(t, 500, 6))
+
+	pool := storetest.New(t)
+	var (
+		replicas []running
+		tels     []telemetry.Providers
+	)
+	for range 3 {
+		_, rjs := bustest.ConnectTo(t, url) // a connection each, as separate processes have
+		rtel, _ := telemetry.NewForTest("inventory")
+		tels = append(tels, rtel)
+		replicas = append(replicas, startInventory(t, inventory.Config{BatchSize: 32, Workers: 64}, pool, rjs, rtel))
+	}
+	waitAcked(t, js, "inventory", 60*time.Second)
+	for i, r := range replicas {
+		if err := r.stop(); err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		rec := httptest.NewRecorder()
+		tels[i].Metrics.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if !strings.Contains(rec.Body.String(), `outcome="applied"`) {
+			t.Errorf("replica %d applied no event", i)
+		}
+	}
+
+	ref := storetest.New(t)
+	single := startInventory(t, inventory.Config{Durable: "single"}, ref, js, tel)
+	waitAcked(t, js, "single", 60*time.Second)
+	if err := single.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dump(t, pool), dump(t, ref); got != want {
+		t.Fatalf("tables written by three replicas differ from one inventory's:\n got %.2000s\nwant %.2000s", got, want)
+	}
+}
+
 func getJSON(t *testing.T, url string, wantStatus int, v any) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -378,6 +425,7 @@ type apiError struct {
 // for the device to appear in the API, checks the document, and that the
 // inventory's write continued the hello's trace.
 func TestHelloToReadAPI(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	tel, rec := telemetry.NewForTest("inventory")
 	pool := storetest.New(t)
@@ -508,6 +556,7 @@ func TestHelloToReadAPI(t *testing.T) {
 
 // TestReadAPI covers pagination, the state filter and the error shape.
 func TestReadAPI(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	tel, _ := telemetry.NewForTest("inventory")
 	const devices = 25 // fleet: devices 0, 3, 6, ... 24 are provisioned (post), the rest in
@@ -606,6 +655,7 @@ func TestReadAPI(t *testing.T) {
 // hello from an impossible address, a truncated body) are terminated, and
 // the valid events around them are all written and acked.
 func TestInvalidEventsDoNotBlockTheStream(t *testing.T) {
+	t.Parallel()
 	_, js := bustest.Connect(t)
 	tel, _ := telemetry.NewForTest("inventory")
 	evs := fleet(t, 20, 4)
