@@ -59,5 +59,10 @@ func samples() map[string][]events.Payload {
 		}()},
 		events.TypeCertIssued: {&events.CertIssued{UUID: testUUID, Serial: "3f9a01c2d4", FingerprintSHA256: "0f4c8e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6",
 			NotBefore: testTime, NotAfter: testTime.AddDate(1, 0, 0), Purpose: "device-tls"}},
+		events.TypeScanCompleted: {
+			&events.ScanCompleted{ScanID: "scan-7f3a", Targets: []string{"192.0.2.0/24"}, Trigger: "cli", StartedAt: testTime, FinishedAt: testTime.Add(time.Minute),
+				Addresses: 254, Found: 3, Identified: 1, States: events.ScanStates{In: 2, Post: 1}, Stale: []string{testUUID}, OtherConsole: []string{}},
+			&events.ScanCompleted{ScanID: "s", Trigger: "provisioned", StartedAt: testTime, FinishedAt: testTime, Truncated: true}, // nil lists
+		},
 	}
 }

@@ -50,6 +50,7 @@ func Kinds() []Kind {
 		{TypeProvisioningSucceeded, SubjectProvisioning + ".succeeded", "provisioning.v1.json", func() Payload { return &Provisioning{Event: ProvisioningSucceeded} }},
 		{TypeProvisioningFailed, SubjectProvisioning + ".failed", "provisioning.v1.json", func() Payload { return &Provisioning{Event: ProvisioningFailed} }},
 		{TypeCertIssued, SubjectCertIssued, "cert.issued.v1.json", func() Payload { return new(CertIssued) }},
+		{TypeScanCompleted, SubjectScanCompleted, "scan.completed.v1.json", func() Payload { return new(ScanCompleted) }},
 	}
 }
 
