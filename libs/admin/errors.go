@@ -8,12 +8,12 @@ import (
 // Error codes shared with the HTTP API. Services add their own (e.g.
 // POLICY_FQDN_NOT_ALLOWED); codes are stable strings callers may script on.
 const (
-	CodeBadRequest  = "BAD_REQUEST"  // the request is malformed or a field is invalid
-	CodeNotFound    = "NOT_FOUND"    // the thing named does not exist
-	CodeConflict    = "CONFLICT"     // it exists already or changed meanwhile
-	CodeUnavailable = "UNAVAILABLE"  // no service answers, or a dependency is down
-	CodeTimeout     = "TIMEOUT"      // no reply in time
-	CodeInternal    = "INTERNAL"     // a bug or an unexpected failure; see the service's log
+	CodeBadRequest  = "BAD_REQUEST" // the request is malformed or a field is invalid
+	CodeNotFound    = "NOT_FOUND"   // the thing named does not exist
+	CodeConflict    = "CONFLICT"    // it exists already or changed meanwhile
+	CodeUnavailable = "UNAVAILABLE" // no service answers, or a dependency is down
+	CodeTimeout     = "TIMEOUT"     // no reply in time
+	CodeInternal    = "INTERNAL"    // a bug or an unexpected failure; see the service's log
 )
 
 // Error is a failure as the caller sees it: a stable code and a message for
