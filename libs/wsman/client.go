@@ -64,6 +64,13 @@ type Config struct {
 
 // Client talks WS-Management to one device. It is safe for concurrent
 // use; requests share kept-alive connections. Close releases them.
+//
+// With digest credentials, calls on one Client run one at a time: a digest
+// nonce count must reach the device in increasing order (AMT, like amtsim,
+// refuses a lower count as a replay), which parallel connections cannot
+// promise, and firmware serves one request at a time anyway (MeshCentral
+// keeps one in flight, PROTOCOL.md §12). Without credentials (the setup-mode
+// TLS session) calls run in parallel.
 type Client struct {
 	cfg      Config
 	url      string
@@ -73,6 +80,7 @@ type Client struct {
 	http     *http.Client
 	tr       *http.Transport
 	auth     *digestAuth
+	serial   chan struct{} // one slot: serialises digest-authenticated calls
 	tracer   trace.Tracer
 	msgID    atomic.Uint64
 	maxBytes int64
@@ -111,6 +119,9 @@ func New(cfg Config) (*Client, error) {
 		auth:     &digestAuth{user: cfg.Username, pass: cfg.Password},
 		tracer:   tp.Tracer("github.com/amtprov/amtprov/libs/wsman"),
 		maxBytes: cfg.MaxResponseBytes,
+	}
+	if cfg.Username != "" {
+		c.serial = make(chan struct{}, 1)
 	}
 	c.tr = &http.Transport{
 		DialContext:            c.dial,
@@ -211,6 +222,14 @@ func (c *Client) do(ctx context.Context, req Request) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.serial != nil {
+		select {
+		case c.serial <- struct{}{}:
+			defer func() { <-c.serial }()
+		case <-ctx.Done():
+			return nil, c.classifyTransport(ctx, ctx.Err())
+		}
+	}
 	sentAuth := false
 	for attempt := 0; ; attempt++ {
 		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(env))
@@ -230,7 +249,7 @@ func (c *Client) do(ctx context.Context, req Request) (*Response, error) {
 		}
 		hresp, err := c.http.Do(hreq)
 		if err != nil {
-			return nil, classifyTransport(ctx, err)
+			return nil, c.classifyTransport(ctx, err)
 		}
 		if hresp.StatusCode == http.StatusUnauthorized {
 			drain(hresp.Body)
@@ -275,7 +294,7 @@ func (c *Client) readBody(ctx context.Context, hresp *http.Response) ([]byte, er
 	}
 	body, err := io.ReadAll(io.LimitReader(hresp.Body, c.maxBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read response: %w", classifyTransport(ctx, err))
+		return nil, fmt.Errorf("read response: %w", c.classifyTransport(ctx, err))
 	}
 	if int64(len(body)) > c.maxBytes {
 		return nil, fmt.Errorf("response body: %w (limit %d bytes)", ErrResponseTooLarge, c.maxBytes)
@@ -303,15 +322,22 @@ func decodeHTTP(status int, body []byte) (*Response, error) {
 
 // classifyTransport maps an error of the HTTP exchange to the package's
 // sentinels.
-func classifyTransport(ctx context.Context, err error) error {
+func (c *Client) classifyTransport(ctx context.Context, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	var te *TLSError
+	var (
+		te *TLSError
+		ae tls.AlertError
+	)
 	switch {
 	case errors.As(err, &te), errors.Is(err, ErrUnreachable):
 		return err
+	case errors.As(err, &ae):
+		// A TLS alert after our side of the handshake finished: with TLS
+		// 1.3 the server judges our certificate only then.
+		return &TLSError{Address: c.cfg.Address, Err: err}
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return fmt.Errorf("no answer before the deadline: %w: %w", ErrUnreachable, context.DeadlineExceeded)
 	case ctx.Err() != nil:

@@ -121,7 +121,11 @@ func (d *digestAuth) header(method, uri string) (string, error) {
 	d.nc++
 	nc := d.nc
 	d.mu.Unlock()
-	return digestHeader(ch, d.user, d.pass, method, uri, nc)
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("digest cnonce: %w", err)
+	}
+	return digestHeader(ch, d.user, d.pass, method, uri, nc, hex.EncodeToString(raw[:])), nil
 }
 
 // update records a new challenge and restarts the nonce count.
@@ -143,17 +147,12 @@ func (d *digestAuth) forget() {
 // HA1 = MD5(user:realm:pass), HA2 = MD5(method:uri),
 // response = MD5(HA1:nonce:nc:cnonce:qop:HA2) (§8.3). nc is 8 hex digits as
 // go-wsman sends it.
-func digestHeader(ch challenge, user, pass, method, uri string, nc uint32) (string, error) {
+func digestHeader(ch challenge, user, pass, method, uri string, nc uint32, cnonce string) string {
 	ha1 := md5hex(user + ":" + ch.realm + ":" + pass)
 	ha2 := md5hex(method + ":" + uri)
 	var b strings.Builder
 	fmt.Fprintf(&b, `Digest username="%s", realm="%s", nonce="%s", uri="%s"`, quote(user), quote(ch.realm), quote(ch.nonce), quote(uri))
 	if ch.qop != "" {
-		var raw [16]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return "", fmt.Errorf("digest cnonce: %w", err)
-		}
-		cnonce := hex.EncodeToString(raw[:])
 		ncs := fmt.Sprintf("%08x", nc)
 		resp := md5hex(ha1 + ":" + ch.nonce + ":" + ncs + ":" + cnonce + ":auth:" + ha2)
 		fmt.Fprintf(&b, `, qop=auth, nc=%s, cnonce="%s", response="%s"`, ncs, cnonce, resp)
@@ -166,7 +165,7 @@ func digestHeader(ch challenge, user, pass, method, uri string, nc uint32) (stri
 	if ch.algorithm != "" {
 		b.WriteString(`, algorithm=MD5`)
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 func md5hex(s string) string {

@@ -3,6 +3,8 @@ package wsman_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -167,4 +169,93 @@ func fixedBody(b []byte) http.Handler {
 		w.Header().Set("Content-Type", "application/soap+xml; charset=UTF-8")
 		_, _ = w.Write(b)
 	})
+}
+
+// digestDevice puts RFC 2617 digest (qop=auth) in front of next, as AMT
+// does after provisioning (PROTOCOL.md §8.3). A nonce serves maxUses
+// requests, then is reported stale.
+type digestDevice struct {
+	realm, user, pass string
+	maxUses           int
+	next              http.Handler
+
+	mu         sync.Mutex
+	nonces     map[string]int // nonce → uses
+	seq        int
+	challenges int
+	lastNC     map[string]string
+}
+
+var reDigestParam = regexp.MustCompile(`(\w+)=(?:"([^"]*)"|([^,\s]*))`)
+
+func (d *digestDevice) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ok, stale := d.check(r)
+	if !ok {
+		_, _ = io.Copy(io.Discard, r.Body)
+		d.mu.Lock()
+		d.challenges++
+		d.seq++
+		nonce := "nonce-" + strings.Repeat("x", d.seq%3) + string(rune('a'+d.seq%26))
+		if d.nonces == nil {
+			d.nonces, d.lastNC = map[string]int{}, map[string]string{}
+		}
+		d.nonces[nonce] = 0
+		d.mu.Unlock()
+		staleStr := "false"
+		if stale {
+			staleStr = "true"
+		}
+		w.Header().Set("WWW-Authenticate", `Digest realm="`+d.realm+`", nonce="`+nonce+`",stale="`+staleStr+`",qop="auth"`)
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, "<html>Log on failed. Incorrect user name or password, or user account temporarily locked.</html>")
+		return
+	}
+	d.next.ServeHTTP(w, r)
+}
+
+func (d *digestDevice) check(r *http.Request) (ok, stale bool) {
+	h := r.Header.Get("Authorization")
+	if !strings.HasPrefix(h, "Digest ") {
+		return false, false
+	}
+	p := map[string]string{}
+	for _, m := range reDigestParam.FindAllStringSubmatch(h[len("Digest "):], -1) {
+		p[m[1]] = m[2] + m[3]
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	uses, known := d.nonces[p["nonce"]]
+	if !known {
+		return false, p["nonce"] != ""
+	}
+	if uses >= d.maxUses {
+		delete(d.nonces, p["nonce"])
+		return false, true
+	}
+	if p["username"] != d.user || p["realm"] != d.realm || p["uri"] != r.URL.RequestURI() || p["qop"] != "auth" || p["response"] == "" {
+		return false, false
+	}
+	if p["nc"] <= d.lastNC[p["nonce"]] {
+		return false, false // replayed nonce count
+	}
+	ha1 := md5hex(d.user + ":" + d.realm + ":" + d.pass)
+	ha2 := md5hex(r.Method + ":" + p["uri"])
+	if md5hex(ha1+":"+p["nonce"]+":"+p["nc"]+":"+p["cnonce"]+":auth:"+ha2) != p["response"] {
+		return false, false
+	}
+	d.lastNC[p["nonce"]] = p["nc"]
+	d.nonces[p["nonce"]] = uses + 1
+	return true, false
+}
+
+func (d *digestDevice) challengeCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.challenges
+}
+
+func md5hex(s string) string {
+	sum := md5.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
