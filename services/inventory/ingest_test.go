@@ -76,22 +76,34 @@ func fleet(t testing.TB, n int, seed uint64) []events.Envelope {
 	return out
 }
 
-// publish stores envs in the stream, asynchronously and in order, and
+// publish stores envs in the stream, asynchronously in chunks (so that a
+// slow server never makes the client give up on stalled publishes), and
 // waits for every PubAck.
 func publish(t testing.TB, js jetstream.JetStream, envs []events.Envelope) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	const chunk = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for i, env := range envs {
-		msg := &nats.Msg{Subject: env.Topic, Header: nats.Header(env.Headers()), Data: env.Data}
-		if _, err := js.PublishMsgAsync(msg); err != nil {
-			t.Fatalf("publish %d: %v", i, err)
+	futures := make([]jetstream.PubAckFuture, 0, chunk)
+	for start := 0; start < len(envs); start += chunk {
+		futures = futures[:0]
+		for i, env := range envs[start:min(start+chunk, len(envs))] {
+			msg := &nats.Msg{Subject: env.Topic, Header: nats.Header(env.Headers()), Data: env.Data}
+			f, err := js.PublishMsgAsync(msg)
+			if err != nil {
+				t.Fatalf("publish %d: %v", start+i, err)
+			}
+			futures = append(futures, f)
 		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal("publish: PubAcks did not arrive in time")
+		for i, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				t.Fatalf("publish %d: %v", start+i, err)
+			case <-ctx.Done():
+				t.Fatal("publish: PubAcks did not arrive in time")
+			}
+		}
 	}
 }
 
