@@ -11,8 +11,11 @@ package errcode
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"syscall"
 
 	"github.com/amtprov/amtprov/libs/wsman"
 )
@@ -212,6 +215,17 @@ const (
 	rvOperationProgress = 2082
 )
 
+// handshakeCutOff reports a TLS handshake that ended by the connection
+// breaking rather than by a TLS alert.
+func handshakeCutOff(err error) bool {
+	var ae tls.AlertError
+	if errors.As(err, &ae) {
+		return false
+	}
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // Classify maps any error the workflow sees to its code: an *Error keeps its
 // own; wsman errors by type; context ends are DEVICE_UNREACHABLE (the device
 // did not answer in time). It is the only place that does this mapping.
@@ -243,8 +257,13 @@ func Classify(err error) Code {
 	}
 	var tlsErr *wsman.TLSError
 	if errors.As(err, &tlsErr) {
-		if errors.Is(err, wsman.ErrPinMismatch) {
+		switch {
+		case errors.Is(err, wsman.ErrPinMismatch):
 			return TLSPinMismatch
+		case handshakeCutOff(err):
+			// A reset or EOF with no TLS alert: the device (or the path
+			// to it) dropped the connection; a refusal sends an alert.
+			return DeviceUnreachable
 		}
 		return CertRejectedByDevice
 	}

@@ -2,9 +2,11 @@ package errcode_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"regexp"
+	"syscall"
 	"testing"
 
 	"github.com/amtprov/amtprov/libs/wsman"
@@ -33,6 +35,8 @@ func TestClassify(t *testing.T) {
 		{"internal rv is busy", wrap(&wsman.ReturnError{ReturnValue: 1}), errcode.DeviceBusy},
 		{"other rv", wrap(&wsman.ReturnError{ReturnValue: 2063}), errcode.AMTError},
 		{"tls refused", wrap(&wsman.TLSError{Address: "a", Err: errors.New("remote error: bad certificate")}), errcode.CertRejectedByDevice},
+		{"tls cut off", wrap(&wsman.TLSError{Address: "a", Err: fmt.Errorf("read: %w", syscall.ECONNRESET)}), errcode.DeviceUnreachable},
+		{"tls alert", wrap(&wsman.TLSError{Address: "a", Err: tls.AlertError(42)}), errcode.CertRejectedByDevice},
 		{"pin", wrap(&wsman.TLSError{Address: "a", Err: fmt.Errorf("x: %w", wsman.ErrPinMismatch)}), errcode.TLSPinMismatch},
 		{"fault", wrap(&wsman.Fault{Code: "a:Sender"}), errcode.WSManFault},
 		{"503", wrap(&wsman.HTTPError{Status: 503}), errcode.DeviceBusy},

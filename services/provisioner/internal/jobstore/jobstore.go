@@ -460,3 +460,24 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, job Job, ev events.Provisio
 	}
 	return nil
 }
+
+// ResetSteps marks the finished steps from step first to step last (by
+// their workflow position) as needing a re-run: the device lost what they
+// did (a reboot before commit). Their rows stay, with outcome "retry", for
+// the record.
+func (s *Store) ResetSteps(ctx context.Context, jobID int64, owner, first, last string) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := renew(ctx, tx, jobID, owner, time.Minute); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE provisioning_steps SET outcome = 'retry', error_code = 'DEVICE_REBOOTED'
+			WHERE job_id = $1 AND seq BETWEEN
+				(SELECT seq FROM provisioning_steps WHERE job_id = $1 AND step = $2) AND
+				coalesce((SELECT seq FROM provisioning_steps WHERE job_id = $1 AND step = $3), 1 << 30)
+			AND step <> $3`, jobID, first, last)
+		if err != nil {
+			return fmt.Errorf("reset steps of job %d: %w", jobID, err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,264 @@
+package workflow_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amtprov/amtprov/libs/amt"
+	"github.com/amtprov/amtprov/libs/events"
+	"github.com/amtprov/amtprov/libs/store/storetest"
+	"github.com/amtprov/amtprov/libs/wsman"
+	"github.com/amtprov/amtprov/services/provisioner/errcode"
+	"github.com/amtprov/amtprov/services/provisioner/internal/jobstore"
+	"github.com/amtprov/amtprov/services/provisioner/internal/provtest"
+	"github.com/amtprov/amtprov/services/provisioner/internal/workflow"
+	"github.com/amtprov/amtprov/tools/amtsim/firmware"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// maxSessions is the most concurrent sessions a device may see (see the
+// check in TestProvisionsSimulatedDevices).
+const maxSessions = 2
+
+type env struct {
+	store  *jobstore.Store
+	engine *workflow.Engine
+	signer *provtest.Signer
+	keys   workflow.Keyring
+}
+
+func newEnv(t *testing.T, domains ...workflow.Domain) env {
+	t.Helper()
+	st := jobstore.New(storetest.New(t), nil, "/provisioner/test")
+	if _, err := st.CreateProfile(context.Background(), jobstore.Profile{Name: "default", IsDefault: true,
+		Settings: jobstore.Settings{SOL: true, KVM: true, UserConsent: "kvm"}}); err != nil {
+		t.Fatal(err)
+	}
+	signer := provtest.NewSigner(t)
+	keys := provtest.Keyring(t)
+	eng := workflow.New(workflow.Config{DevicePort: provtest.TLSPort, StepRetry: 3 * time.Second, VerifyWait: 5 * time.Second,
+		CallTimeout: 5 * time.Second, PostCommitPause: 100 * time.Millisecond}, st, provtest.Domains(domains), signer, keys)
+	return env{store: st, engine: eng, signer: signer, keys: keys}
+}
+
+func helloOf(d *firmware.Device, hashes ...amt.RootHash) *events.DeviceHello {
+	cfg := d.Config()
+	h := &events.DeviceHello{UUID: cfg.UUID, SourceIP: cfg.IP, InterfaceVersion: 3, ReceivedAt: time.Now()}
+	for _, rh := range hashes {
+		h.RootHashes = append(h.RootHashes, events.RootHash{Alg: rh.Alg.String(), Hex: rh.Hex()})
+	}
+	if cfg.Legacy {
+		h.InterfaceVersion = 2
+	}
+	return h
+}
+
+func (e env) run(t *testing.T, h *events.DeviceHello, owner string) (jobstore.Job, workflow.Result) {
+	t.Helper()
+	ctx := context.Background()
+	job, dec, err := e.store.Acquire(ctx, jobstore.Hello{UUID: h.UUID, SourceIP: h.SourceIP, ReceivedAt: h.ReceivedAt}, owner, time.Minute)
+	if err != nil || (dec != jobstore.Started && dec != jobstore.Resumed) {
+		t.Fatalf("acquire: %v %v", dec, err)
+	}
+	return job, e.engine.Run(ctx, job, owner, h)
+}
+
+// finish applies a result as the service does: Finish, or Requeue on Retry.
+func (e env) finish(t *testing.T, job jobstore.Job, owner string, res workflow.Result) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	if res.Retry {
+		err = e.store.Requeue(ctx, job.ID, owner, res.Outcome.Code, res.Outcome.Detail)
+	} else {
+		err = e.store.Finish(ctx, job, owner, res.Outcome)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func adminLogin(t *testing.T, e env, dev *firmware.Device) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := e.store.DeviceCredentials(ctx, dev.Config().UUID)
+	if err != nil || !c.Active {
+		t.Fatalf("credentials: %+v %v", c, err)
+	}
+	pw, err := e.keys.Open(c.PasswordEnc, []byte(nil))
+	if err == nil {
+		t.Fatal("credentials open without their row's aad")
+	}
+	pw, err = e.keys.Open(c.PasswordEnc, aad(dev.Config().UUID, "password_enc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin, _ := hex.DecodeString(c.TLSCertSHA256)
+	tlsConf, err := wsman.PinnedTLSConfig(pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := wsman.New(wsman.Config{Address: dev.Config().IP + ":46993", TLS: tlsConf, Username: c.Username, Password: string(pw)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := wc.SetupAndConfiguration(ctx)
+	wc.Close()
+	if err != nil || st.ProvisioningState != amt.PostProvisioning {
+		t.Fatalf("digest login with the stored password: %v %v", st.ProvisioningState, err)
+	}
+	bad, _ := wsman.New(wsman.Config{Address: dev.Config().IP + ":46993", TLS: tlsConf, Username: c.Username, Password: string(pw) + "x"})
+	defer bad.Close()
+	if _, err := bad.SetupAndConfiguration(ctx); !errors.Is(err, wsman.ErrUnauthorized) {
+		t.Fatalf("a wrong password is not refused: %v", err)
+	}
+}
+
+func TestProvisionsSimulatedDevices(t *testing.T) {
+	dom := provtest.NewDomain(t, "corp", "corp.example.com", provtest.LeafOptions{})
+	other := provtest.NewDomain(t, "other", "other.example.org", provtest.LeafOptions{})
+	e := newEnv(t, dom)
+	o := provtest.FleetOptions(t, 2, 1, "127.0.0.1:1", dom, other)
+	f := provtest.StartFleet(t, o)
+	for _, dev := range f.Devices() {
+		h := helloOf(dev, provtest.RootHash(t, dom), provtest.RootHash(t, other))
+		job, res := e.run(t, h, "w1")
+		if res.Retry || !res.Outcome.Succeeded {
+			t.Fatalf("%s: %+v", dev.Config().UUID, res)
+		}
+		e.finish(t, job, "w1", res)
+		d := res.Outcome.Device
+		if dev.State() != amt.PostProvisioning || dev.ControlMode() != amt.ControlACM || !dev.TLSEnabled() {
+			t.Fatalf("device after run: %v %v tls=%v", dev.State(), dev.ControlMode(), dev.TLSEnabled())
+		}
+		if d.ControlMode != "acm" || !d.TLSEnabled || !d.SOL || d.IDER || !d.KVM || d.Domain != "corp.example.com" ||
+			!strings.HasPrefix(d.Hostname, "amt-") || d.AMTVersion == "" {
+			t.Fatalf("reported device %+v", d)
+		}
+		// One session at a time, except that libs/wsman's transport may dial
+		// a second connection when it answers the digest challenge of the
+		// first post-commit request before the first connection is back in
+		// its idle pool (requested fix: MaxConnsPerHost 1 in wsman.New).
+		if n := dev.Info().SessionsMaxConcurrent; n < 1 || n > maxSessions {
+			t.Fatalf("sessions_max_concurrent %d, want at most %d", n, maxSessions)
+		}
+		adminLogin(t, e, dev) // after the sessions check: the test's own clients count too
+		steps, err := e.store.Steps(context.Background(), job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(steps) != len(workflow.StepNames()) {
+			t.Fatalf("%d steps recorded, want %d", len(steps), len(workflow.StepNames()))
+		}
+		for _, s := range steps {
+			if s.Outcome != jobstore.OutcomeOK {
+				t.Errorf("step %s: %s", s.Step, s.Outcome)
+			}
+		}
+		cert := dev.ServerCertificate()
+		sum := sha256.Sum256(cert.Certificate[0])
+		if hex.EncodeToString(sum[:]) != d.TLSCertSHA256 {
+			t.Fatal("device serves another certificate than the one reported")
+		}
+	}
+	if e.signer.Issued() != 2 {
+		t.Fatalf("%d certificates issued", e.signer.Issued())
+	}
+}
+
+func TestFailuresHaveTheirCodes(t *testing.T) {
+	dom := provtest.NewDomain(t, "corp", "corp.example.com", provtest.LeafOptions{})
+	wrongSuffix := provtest.NewDomain(t, "elsewhere", "elsewhere.org", provtest.LeafOptions{})
+	badChain := provtest.NewDomain(t, "bad", "corp.example.com", provtest.LeafOptions{NoSetupMark: true})
+	unknown := provtest.NewDomain(t, "unknown", "corp.example.com", provtest.LeafOptions{})
+	e := newEnv(t, dom, wrongSuffix, badChain)
+	o := provtest.FleetOptions(t, 5, 2, "127.0.0.1:1", dom, wrongSuffix, badChain)
+	o.LegacyShare = 0
+	f := provtest.StartFleet(t, o)
+	devs := f.Devices()
+	tests := []struct {
+		name   string
+		hello  *events.DeviceHello
+		code   errcode.Code
+		detail string
+	}{
+		{"no matching root", helloOf(devs[0], provtest.RootHash(t, unknown)), errcode.NoMatchingProvisioningCert, "trusts 1 root hashes"},
+		{"suffix mismatch", helloOf(devs[1], provtest.RootHash(t, wrongSuffix)), errcode.DomainSuffixMismatch, "elsewhere (suffix elsewhere.org)"},
+		{"chain without setup mark", helloOf(devs[2], provtest.RootHash(t, badChain)), errcode.CertRejectedByDevice, "neither the Intel OID"},
+		{"v2 hello", func() *events.DeviceHello { h := helloOf(devs[3]); h.InterfaceVersion = 2; return h }(), errcode.PSKNotSupported, "version 2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			job, res := e.run(t, tc.hello, "w")
+			if res.Retry || res.Outcome.Succeeded || res.Outcome.Code != string(tc.code) {
+				t.Fatalf("result %+v, want failure %s", res.Outcome, tc.code)
+			}
+			if !strings.Contains(res.Outcome.Detail, tc.detail) || res.Outcome.Hint == "" {
+				t.Fatalf("detail %q (want %q), hint %q", res.Outcome.Detail, tc.detail, res.Outcome.Hint)
+			}
+			e.finish(t, job, "w", res)
+		})
+	}
+	// Unreachable: retryable, and the step row says so.
+	if err := f.InjectFault(devs[4].Config().UUID, firmware.FaultUnreachable, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	job, res := e.run(t, helloOf(devs[4], provtest.RootHash(t, dom)), "w")
+	if !res.Retry || res.Outcome.Code != string(errcode.DeviceUnreachable) {
+		t.Fatalf("unreachable: %+v", res.Outcome)
+	}
+	steps, _ := e.store.Steps(context.Background(), job.ID)
+	if len(steps) != 1 || steps[0].Outcome != jobstore.OutcomeRetry || steps[0].ErrorCode != string(errcode.DeviceUnreachable) {
+		t.Fatalf("steps %+v", steps)
+	}
+}
+
+func TestRebootBeforeCommitRestartsAndCommitsOnce(t *testing.T) {
+	dom := provtest.NewDomain(t, "corp", "corp.example.com", provtest.LeafOptions{})
+	e := newEnv(t, dom)
+	o := provtest.FleetOptions(t, 1, 3, "127.0.0.1:1", dom)
+	o.LegacyShare = 0
+	f := provtest.StartFleet(t, o)
+	dev := f.Devices()[0]
+	if err := f.InjectFault(dev.Config().UUID, firmware.FaultReboot, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	h := helloOf(dev, provtest.RootHash(t, dom))
+	job, res := e.run(t, h, "w1")
+	if !res.Retry || res.Outcome.Code != string(errcode.DeviceRebooted) || res.Outcome.Step != workflow.StepCommit {
+		t.Fatalf("first run: %+v %v", res.Outcome, res.Err)
+	}
+	e.finish(t, job, "w1", res)
+	if dev.State() != amt.InProvisioning {
+		t.Fatalf("state %v", dev.State())
+	}
+	// The fault ends; the next delivery redoes the lost steps and commits.
+	if err := f.InjectFault(dev.Config().UUID, firmware.FaultReboot, time.Nanosecond); err != nil {
+		t.Fatal(err)
+	}
+	job2, res := e.run(t, h, "w2")
+	if job2.ID != job.ID || !res.Outcome.Succeeded {
+		t.Fatalf("second run (job %d vs %d): %+v %v", job2.ID, job.ID, res.Outcome, res.Err)
+	}
+	e.finish(t, job2, "w2", res)
+	steps, _ := e.store.Steps(context.Background(), job.ID)
+	for _, s := range steps {
+		want := 1
+		switch s.Step {
+		case workflow.StepConnect, workflow.StepRead, workflow.StepCredentials, workflow.StepMEBx, workflow.StepAdminACL,
+			workflow.StepHostname, workflow.StepClock, workflow.StepKeyPair, workflow.StepSign, workflow.StepAddCert,
+			workflow.StepContext, workflow.StepTLSSettings, workflow.StepFeatures, workflow.StepCommit:
+			want = 2
+		}
+		if s.AttemptNo != want || s.Outcome != jobstore.OutcomeOK {
+			t.Errorf("step %s: attempt %d outcome %s, want attempt %d ok", s.Step, s.AttemptNo, s.Outcome, want)
+		}
+	}
+	adminLogin(t, e, dev)
+}
