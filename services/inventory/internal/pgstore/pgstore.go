@@ -111,13 +111,6 @@ func setGroup(t, g string, cols ...string) string {
 	return strings.Join(parts, ",\n  ")
 }
 
-func at(m *record.Mark) (*time.Time, *string) {
-	if m == nil {
-		return nil, nil
-	}
-	return &m.At, &m.EventID
-}
-
 func nullTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -167,23 +160,28 @@ ON CONFLICT (uuid) DO UPDATE SET
   ` + setGroup("c", "ports", "ports") + `
 WHERE ` + strings.Join([]string{newer("c", "hello"), newer("c", "state"), newer("c", "version"), newer("c", "ports")}, "\n   OR ")
 
-func queueCapability(b *pgx.Batch, us []record.Update) {
-	n := 0
-	for i := range us {
-		if us[i].HasCapability() {
-			n++
-		}
-	}
-	if n == 0 {
+// marks collects the (at, event id) columns of one field group; nil for a
+// row whose update does not touch the group.
+type marks struct {
+	at []*time.Time
+	id []*string
+}
+
+func (m *marks) add(mk *record.Mark) {
+	if mk == nil {
+		m.at, m.id = append(m.at, nil), append(m.id, nil)
 		return
 	}
+	m.at, m.id = append(m.at, &mk.At), append(m.id, &mk.EventID)
+}
+
+func queueCapability(b *pgx.Batch, us []record.Update) {
 	var (
-		ids                = make([]string, 0, n)
-		hiv                = make([]*int32, 0, n)
-		acs                = make([]*bool, 0, n)
-		rh, ps, av, ports  = make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
-		hat, sat, vat, pat = make([]*time.Time, 0, n), make([]*time.Time, 0, n), make([]*time.Time, 0, n), make([]*time.Time, 0, n)
-		hid, sid, vid, pid = make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
+		ids                  []string
+		hiv                  []*int32
+		acs                  []*bool
+		rh, ps, av, ports    []*string
+		hello, st, ver, prts marks
 	)
 	for i := range us {
 		u := &us[i]
@@ -196,38 +194,37 @@ func queueCapability(b *pgx.Batch, us []record.Update) {
 			js, _ := json.Marshal(nonNil(h.RootHashes)) // a slice of plain structs always marshals
 			s := string(js)
 			hiv, acs, rh = append(hiv, &v), append(acs, &h.AdminCredentialsSet), append(rh, &s)
+			hello.add(&h.Mark)
 		} else {
 			hiv, acs, rh = append(hiv, nil), append(acs, nil), append(rh, nil)
+			hello.add(nil)
 		}
-		t, id := markOf(u.Hello, func(g *record.Hello) *record.Mark { return &g.Mark })
-		hat, hid = append(hat, t), append(hid, id)
-
-		if s := u.State; s != nil {
-			ps = append(ps, &s.State)
+		if g := u.State; g != nil {
+			ps = append(ps, &g.State)
+			st.add(&g.Mark)
 		} else {
 			ps = append(ps, nil)
+			st.add(nil)
 		}
-		t, id = markOf(u.State, func(g *record.State) *record.Mark { return &g.Mark })
-		sat, sid = append(sat, t), append(sid, id)
-
-		if v := u.Version; v != nil {
-			av = append(av, &v.AMTVersion)
+		if g := u.Version; g != nil {
+			av = append(av, &g.AMTVersion)
+			ver.add(&g.Mark)
 		} else {
 			av = append(av, nil)
+			ver.add(nil)
 		}
-		t, id = markOf(u.Version, func(g *record.Version) *record.Mark { return &g.Mark })
-		vat, vid = append(vat, t), append(vid, id)
-
-		if p := u.Ports; p != nil {
-			s := intArray(p.Ports)
+		if g := u.Ports; g != nil {
+			s := intArray(g.Ports)
 			ports = append(ports, &s)
+			prts.add(&g.Mark)
 		} else {
 			ports = append(ports, nil)
+			prts.add(nil)
 		}
-		t, id = markOf(u.Ports, func(g *record.Ports) *record.Mark { return &g.Mark })
-		pat, pid = append(pat, t), append(pid, id)
 	}
-	b.Queue(capabilitySQL, ids, hiv, acs, rh, hat, hid, ps, sat, sid, av, vat, vid, ports, pat, pid)
+	if len(ids) > 0 {
+		b.Queue(capabilitySQL, ids, hiv, acs, rh, hello.at, hello.id, ps, st.at, st.id, av, ver.at, ver.id, ports, prts.at, prts.id)
+	}
 }
 
 var locationSQL = `
@@ -245,10 +242,10 @@ WHERE ` + newer("l", "addr") + `
 
 func queueLocation(b *pgx.Batch, us []record.Update) {
 	var (
-		ids     []string
-		ip, aid []*string
-		aat     []*time.Time
-		lh, ls  []*time.Time
+		ids    []string
+		ip     []*string
+		addr   marks
+		lh, ls []*time.Time
 	)
 	for i := range us {
 		u := &us[i]
@@ -258,15 +255,15 @@ func queueLocation(b *pgx.Batch, us []record.Update) {
 		ids = append(ids, u.UUID)
 		if a := u.Addr; a != nil {
 			ip = append(ip, &a.IP)
+			addr.add(&a.Mark)
 		} else {
 			ip = append(ip, nil)
+			addr.add(nil)
 		}
-		t, id := markOf(u.Addr, func(g *record.Addr) *record.Mark { return &g.Mark })
-		aat, aid = append(aat, t), append(aid, id)
 		lh, ls = append(lh, nullTime(u.LastHelloAt)), append(ls, nullTime(u.LocationSeen))
 	}
 	if len(ids) > 0 {
-		b.Queue(locationSQL, ids, ip, aat, aid, lh, ls)
+		b.Queue(locationSQL, ids, ip, addr.at, addr.id, lh, ls)
 	}
 }
 
@@ -298,13 +295,6 @@ func queueProvisioning(b *pgx.Batch, us []record.Update) {
 	if len(ids) > 0 {
 		b.Queue(provisioningSQL, ids, state, job, attempt, profile, step, code, upd, eid)
 	}
-}
-
-func markOf[G any](g *G, mark func(*G) *record.Mark) (*time.Time, *string) {
-	if g == nil {
-		return nil, nil
-	}
-	return at(mark(g))
 }
 
 func nonNil[T any](s []T) []T {
