@@ -329,12 +329,12 @@ func (c *Client) classifyTransport(ctx context.Context, err error) error {
 	}
 	var (
 		te *TLSError
-		ae tls.AlertError
+		oe *net.OpError
 	)
 	switch {
 	case errors.As(err, &te), errors.Is(err, ErrUnreachable):
 		return err
-	case errors.As(err, &ae):
+	case errors.As(err, &oe) && oe.Op == "remote error":
 		// A TLS alert after our side of the handshake finished: with TLS
 		// 1.3 the server judges our certificate only then.
 		return &TLSError{Address: c.cfg.Address, Err: err}
