@@ -38,6 +38,28 @@ func SetupTLSConfig(chain tls.Certificate, onPeer func(*x509.Certificate) error)
 	}
 }
 
+// CaptureTLSConfig is for identifying a device whose certificate is not
+// known yet (discovery of devices provisioned by another console, §9):
+// no client certificate, no chain verification, the device's leaf handed
+// to onPeer (record its SHA-256 to pin it next time; return an error to
+// refuse). Use digest credentials with it: the device authenticates the
+// caller, nothing authenticates the device, so send nothing secret beyond
+// the digest exchange.
+func CaptureTLSConfig(onPeer func(*x509.Certificate) error) *tls.Config {
+	return &tls.Config{
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("device presented no certificate")
+			}
+			if onPeer == nil {
+				return nil
+			}
+			return onPeer(cs.PeerCertificates[0])
+		},
+	}
+}
+
 // PinnedTLSConfig is the TLS configuration after commit: the device must
 // present the certificate whose DER SHA-256 is sha256Sum (the one the
 // provisioner installed, §6.3 step 5); anything else fails the handshake
