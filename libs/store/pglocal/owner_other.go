@@ -11,5 +11,7 @@ func newOwner(string) (owner, error) { return owner{}, nil }
 
 func (owner) apply(*exec.Cmd) {}
 
+func (owner) hint(string) string { return "" }
+
 // lockDir does not serialise Start across processes off unix.
 func lockDir(string) (func(), error) { return func() {}, nil }

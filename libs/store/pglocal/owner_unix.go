@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 )
@@ -46,6 +47,23 @@ func newOwner(dir string) (owner, error) {
 func (o owner) apply(cmd *exec.Cmd) {
 	if o.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
+	}
+}
+
+// hint explains the usual reason initdb fails as root: the postgres user
+// cannot reach dir because a parent directory is private (e.g. /root or a
+// test's 0700 temporary directory).
+func (o owner) hint(dir string) string {
+	if o.cred == nil {
+		return ""
+	}
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Sprintf(" (the server runs as user postgres, which cannot enter %s: use a data directory whose parents are all world-searchable, e.g. under /tmp or /var/lib)", d)
+		}
+		if d == filepath.Dir(d) {
+			return ""
+		}
 	}
 }
 

@@ -104,7 +104,7 @@ func (c cluster) initdb(ctx context.Context) error {
 	out, err := c.run(ctx, "initdb", "-D", c.data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync")
 	_ = os.WriteFile(filepath.Join(c.dir, "initdb.log"), out, 0o644) // best effort: kept for a human to read
 	if err != nil {
-		return fmt.Errorf("pglocal: initdb in %s: %w\n%s", c.data, err, tail(out))
+		return fmt.Errorf("pglocal: initdb in %s: %w%s\n%s", c.data, err, c.own.hint(c.dir), tail(out))
 	}
 	return nil
 }
