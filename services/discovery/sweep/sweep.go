@@ -71,6 +71,9 @@ type Config struct {
 	// TCP connections); Burst its bucket size (default Rate/10, at least 1).
 	Rate  float64
 	Burst int
+	// Shared, when set, replaces the Rate/Burst limiter: sweeps of one
+	// target running at once share its budget.
+	Shared *rate.Limiter
 	// Global, when set, is a limiter shared by every sweep of the process;
 	// each packet takes a token from it too.
 	Global *rate.Limiter
@@ -234,8 +237,10 @@ func Sweep(ctx context.Context, cfg Config, addrs []netip.Addr, id Identifier) (
 	if err := cfg.defaults(); err != nil {
 		return Result{}, fmt.Errorf("sweep: %w", err)
 	}
-	s := &sweeper{cfg: cfg, id: id, lim: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst),
-		last: make(map[netip.Addr]time.Time, len(addrs))}
+	s := &sweeper{cfg: cfg, id: id, lim: cfg.Shared, last: make(map[netip.Addr]time.Time, len(addrs))}
+	if s.lim == nil {
+		s.lim = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)
+	}
 	res := Result{Stats: Stats{Addresses: len(addrs)}}
 	pongs, err := s.ping(ctx, addrs, &res.Stats)
 	if err != nil {

@@ -271,14 +271,17 @@ func TestSweepSurvivesHostileDevices(t *testing.T) {
 			time.Sleep(100 * time.Millisecond) // the hostile device's pacing, not a wait for a condition
 		}
 	})
-	h.tcp("127.15.128.103", simfleet.HTTPPort, func(c net.Conn) { drain(c); _, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nServer: Intel(R) Active Management Technology 99\r\n\r\n")) })
+	h.tcp("127.15.128.103", simfleet.HTTPPort, func(c net.Conn) {
+		drain(c)
+		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nServer: Intel(R) Active Management Technology 99\r\n\r\n"))
+	})
 	h.tcp("127.15.128.104", simfleet.TLSPort, func(c net.Conn) { _, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n")); drain(c) })
 	h.tcp("127.15.128.105", simfleet.HTTPPort, func(net.Conn) {}) // accepts and hangs up
 	// UDP hostiles.
 	h.udp("127.15.128.110", func(p []byte) [][]byte { return [][]byte{[]byte("garbage"), make([]byte, 28), make([]byte, 1500)} })
 	h.udp("127.15.128.111", func(p []byte) [][]byte { b := validPong(p, simfleet.HTTPPort); b[9] ^= 0xff; return [][]byte{b} }) // wrong tag
 	h.udp("127.15.128.112", func(p []byte) [][]byte { b := validPong(p, simfleet.HTTPPort); b[21] = 0; return [][]byte{b} })    // not AMT
-	h.udp("127.15.128.113", func(p []byte) [][]byte {                                                                               // pong flood
+	h.udp("127.15.128.113", func(p []byte) [][]byte {                                                                           // pong flood
 		out := make([][]byte, 50)
 		for i := range out {
 			out[i] = validPong(p, simfleet.HTTPPort)
