@@ -317,3 +317,38 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// While the AMT stream's subjects cover amt.v1.admin.> (and amt.v1.ca.sign),
+// JetStream stores each request and answers it with a PubAck; Call must
+// wait for the service's reply instead.
+func TestCallIgnoresJetStreamAck(t *testing.T) {
+	nc, js := bustest.Connect(t) // with the AMT stream on amt.v1.>
+	srv := admin.NewServer(nc, admin.ServerOptions{Queue: "q"})
+	admin.Handle(srv, subjEcho, func(ctx context.Context, r echoReq) (echoResp, error) {
+		// Answer only after the stream stored the request, so its PubAck
+		// reaches the inbox first.
+		s, err := js.Stream(ctx, "AMT")
+		if err != nil {
+			return echoResp{}, err
+		}
+		for {
+			info, err := s.Info(ctx)
+			if err != nil {
+				return echoResp{}, err
+			}
+			if info.State.Msgs > 0 {
+				return echoResp{Hello: r.Name}, nil
+			}
+			select {
+			case <-ctx.Done():
+				return echoResp{}, ctx.Err()
+			case <-time.After(time.Millisecond):
+			}
+		}
+	})
+	start(t, srv)
+	var resp echoResp
+	if err := admin.Call(context.Background(), nc, subjEcho, echoReq{Name: "x"}, &resp); err != nil || resp.Hello != "x" {
+		t.Fatalf("Call = %v, %+v", err, resp)
+	}
+}

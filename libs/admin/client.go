@@ -39,20 +39,9 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 	if a, ok := ctx.Value(actorKey{}).(string); ok && a != "" {
 		msg.Header.Set(HeaderActor, a)
 	}
-	out, err := nc.RequestMsgWithContext(ctx, msg)
+	r, err := roundTrip(ctx, nc, msg)
 	if err != nil {
-		switch {
-		case errors.Is(err, nats.ErrNoResponders):
-			return &Error{Code: CodeUnavailable, Message: fmt.Sprintf("no service answers %s (is it running and connected to this NATS?)", subject), cause: err}
-		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-			return &Error{Code: CodeTimeout, Message: fmt.Sprintf("no reply to %s in time", subject), cause: err}
-		default:
-			return &Error{Code: CodeUnavailable, Message: fmt.Sprintf("request %s: %v", subject, err), cause: err}
-		}
-	}
-	var r reply
-	if err := json.Unmarshal(out.Data, &r); err != nil {
-		return &Error{Code: CodeInternal, Message: fmt.Sprintf("reply to %s is not valid JSON", subject), cause: err}
+		return err
 	}
 	if r.Error != nil {
 		if r.Error.Code == "" {
@@ -69,4 +58,46 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 		}
 	}
 	return nil
+}
+
+// roundTrip publishes msg with a private reply inbox and returns the first
+// reply in this package's shape. Other messages on the inbox are skipped:
+// while a JetStream stream's subjects cover the request subject (the AMT
+// stream's "amt.v1.>" covers amt.v1.admin.> and amt.v1.ca.sign), the
+// stream stores the request and answers with a PubAck before the service
+// answers, and a plain Request would take that PubAck for the reply.
+func roundTrip(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply, error) {
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("request %s: subscribe reply inbox: %v", msg.Subject, err), cause: err}
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	msg.Reply = inbox
+	if err := nc.PublishMsg(msg); err != nil {
+		return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("request %s: %v", msg.Subject, err), cause: err}
+	}
+	for {
+		out, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("no service answers %s (is it running and connected to this NATS?)", msg.Subject), cause: err}
+		}
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+				return reply{}, &Error{Code: CodeTimeout, Message: fmt.Sprintf("no reply to %s in time", msg.Subject), cause: err}
+			}
+			return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("request %s: %v", msg.Subject, err), cause: err}
+		}
+		if out.Header.Get("Status") == "503" && len(out.Data) == 0 {
+			return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("no service answers %s (is it running and connected to this NATS?)", msg.Subject), cause: nats.ErrNoResponders}
+		}
+		var r reply
+		if err := json.Unmarshal(out.Data, &r); err != nil {
+			return reply{}, &Error{Code: CodeInternal, Message: fmt.Sprintf("reply to %s is not valid JSON", msg.Subject), cause: err}
+		}
+		if r.Result == nil && r.Error == nil {
+			continue // not ours: a JetStream PubAck ({"stream":..,"seq":..}) or similar
+		}
+		return r, nil
+	}
 }
