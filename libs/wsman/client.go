@@ -170,21 +170,50 @@ func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, erro
 }
 
 // dialTLS does the handshake itself so that a refused handshake is told
-// apart from an unreachable device: *TLSError versus ErrUnreachable.
+// apart from an unreachable device: *TLSError versus ErrUnreachable. The
+// line is drawn at the device's certificate: a connection that breaks (RST,
+// EOF) before the device has presented one is a device that is not really
+// there (amtsim's "unreachable" fault accepts and resets); a TLS alert, our
+// own refusal of its certificate, or a break after it presented one is a
+// TLS refusal (CERT_REJECTED_BY_DEVICE for a provisioner).
 func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
 	raw, err := c.dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(raw, c.tlsConf)
+	conf := c.tlsConf.Clone()
+	var sawPeer, hookRefused atomic.Bool
+	verify := conf.VerifyConnection
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		sawPeer.Store(len(cs.PeerCertificates) > 0)
+		if verify == nil {
+			return nil
+		}
+		if err := verify(cs); err != nil {
+			hookRefused.Store(true)
+			return err
+		}
+		return nil
+	}
+	tc := tls.Client(raw, conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		if ctx.Err() != nil {
+		var (
+			ne net.Error
+			oe *net.OpError
+			ve *tls.CertificateVerificationError
+			rh tls.RecordHeaderError
+		)
+		switch {
+		case ctx.Err() != nil:
 			return nil, fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrUnreachable, ctx.Err())
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		case hookRefused.Load(), errors.As(err, &ve), errors.As(err, &rh),
+			errors.As(err, &oe) && oe.Op == "remote error":
+			return nil, &TLSError{Address: addr, Err: err}
+		case errors.As(err, &ne) && ne.Timeout():
 			return nil, fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrUnreachable, err)
+		case !sawPeer.Load():
+			return nil, fmt.Errorf("TLS handshake with %s: connection closed before the device presented a certificate: %w: %w", addr, ErrUnreachable, err)
 		}
 		return nil, &TLSError{Address: addr, Err: err}
 	}

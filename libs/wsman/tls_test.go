@@ -12,6 +12,7 @@ import (
 	"io"
 	"log"
 	"math/big"
+	"net"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -140,5 +141,33 @@ func TestPinnedTLS(t *testing.T) {
 
 	if _, err := wsman.PinnedTLSConfig(pin[:20]); !errors.Is(err, wsman.ErrInvalidArgument) {
 		t.Fatalf("a 20-byte pin: err = %v, want ErrInvalidArgument", err)
+	}
+}
+
+// TestTLSPeerGoneBeforeCertificate: a port that accepts and hangs up before
+// any TLS is an unreachable device, not a TLS refusal.
+func TestTLSPeerGoneBeforeCertificate(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	c := newClient(t, ln.Addr().String(), func(cfg *wsman.Config) { cfg.TLS = wsman.SetupTLSConfig(selfSigned(t, "prov.example.com"), nil) })
+	_, err = c.GeneralSettings(testContext(t))
+	var te *wsman.TLSError
+	if !errors.Is(err, wsman.ErrUnreachable) || errors.As(err, &te) {
+		t.Fatalf("err = %v, want ErrUnreachable and no TLSError", err)
 	}
 }

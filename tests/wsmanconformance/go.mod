@@ -10,6 +10,7 @@ replace (
 require (
 	github.com/amtprov/amtprov/libs v0.0.0
 	github.com/amtprov/amtprov/tools/amtsim v0.0.0
+	github.com/open-amt-cloud-toolkit/go-wsman-messages v1.8.1
 	go.uber.org/goleak v1.3.0
 )
 
