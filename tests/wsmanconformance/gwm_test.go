@@ -45,10 +45,14 @@ func TestEnvelopesMatchGoWsmanMessages(t *testing.T) {
 			ours: wsman.MethodRequest("AMT_AuthorizationService", "SetAdminAclEntryEx", []wsman.Property{wsman.Prop("Username", "admin"), wsman.Prop("DigestPassword", "q4tLeuEmWvRUg/2s7zJbHA==")}),
 			// GWM spells the input element SetAdminACLEntryEx_INPUT; the
 			// schema (and the Action) say SetAdminAclEntryEx.
-			fix: func(s string) string { return strings.ReplaceAll(s, "SetAdminACLEntryEx_INPUT", "SetAdminAclEntryEx_INPUT") }},
+			fix: func(s string) string {
+				return strings.ReplaceAll(s, "SetAdminACLEntryEx_INPUT", "SetAdminAclEntryEx_INPUT")
+			}},
 		{name: "GetLowAccuracyTimeSynch", gwm: amt.TimeSynchronizationService.GetLowAccuracyTimeSynch,
 			ours: wsman.MethodRequest("AMT_TimeSynchronizationService", "GetLowAccuracyTimeSynch", nil)},
-		{name: "SetHighAccuracyTimeSynch", gwm: func() string { return amt.TimeSynchronizationService.SetHighAccuracyTimeSynch(1704586865, 1704586900, 1704586901) },
+		{name: "SetHighAccuracyTimeSynch", gwm: func() string {
+			return amt.TimeSynchronizationService.SetHighAccuracyTimeSynch(1704586865, 1704586900, 1704586901)
+		},
 			ours: wsman.MethodRequest("AMT_TimeSynchronizationService", "SetHighAccuracyTimeSynch", []wsman.Property{
 				wsman.PropInt("Ta0", 1704586865), wsman.PropInt("Tm1", 1704586900), wsman.PropInt("Tm2", 1704586901)})},
 		{name: "GenerateKeyPair", gwm: func() string {
