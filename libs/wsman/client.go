@@ -256,7 +256,7 @@ func (c *Client) do(ctx context.Context, req Request) (*Response, error) {
 		case c.serial <- struct{}{}:
 			defer func() { <-c.serial }()
 		case <-ctx.Done():
-			return nil, c.classifyTransport(ctx, ctx.Err())
+			return nil, fmt.Errorf("waiting for this client's previous call: %w", c.classifyTransport(ctx, ctx.Err()))
 		}
 	}
 	sentAuth := false

@@ -51,16 +51,29 @@
 //     hex digits, a stale nonce is answered once more, and a refusal is
 //     ErrUnauthorized without echoing credentials. In the setup-mode TLS
 //     session no challenge comes and no credentials are needed (§6.3).
+//   - Calls on one Client with digest credentials run one at a time: the
+//     nonce count must reach the device in order (AMT and amtsim refuse a
+//     lower one as a replay) and firmware serves one request at a time
+//     anyway. Use one Client per device; parallelism is across devices.
 //   - TLS is done by the client's own dialer so a refused handshake is a
-//     *TLSError distinct from an unreachable device. SetupTLSConfig sends
-//     the provisioning chain and hands the device certificate to a hook
+//     *TLSError distinct from an unreachable device: an alert, our own
+//     refusal of the device certificate, or a hang-up after the device
+//     presented its certificate is a *TLSError; a hang-up before it (a port
+//     that accepts and resets) is ErrUnreachable. SetupTLSConfig sends the
+//     provisioning chain and hands the device certificate to a hook
 //     (setup-mode firmware certificates are self-signed, §6.1);
 //     PinnedTLSConfig checks the SHA-256 of the certificate installed at
-//     provisioning. HTTP/2 and compression are off; idle connections close
-//     after 5 s (before firmware drops them).
+//     provisioning; CaptureTLSConfig (discovery) records an unknown device
+//     certificate for trust on first use. HTTP/2 and compression are off;
+//     idle connections close after 5 s (before firmware drops them).
 //   - One OpenTelemetry client span per call, named "wsman <Op> <Class>",
 //     with wsman.action, wsman.resource_class, server.address and
 //     server.port; ReturnValue errors and faults are recorded on the span.
+//   - Tests: unit tests replay the recorded fixtures in
+//     shared/fixtures/wsman-responses (found by walking up from the package
+//     directory); the simulator-driven conformance suite and the byte
+//     comparison with go-wsman-messages live in the separate module
+//     tests/wsmanconformance, so libs never depends on tools/amtsim.
 //   - Responses' RelatesTo is not checked against the MessageID: HTTP/1.1
 //     without pipelining cannot mix answers up, and recorded fixtures reuse
 //     fixed values.
