@@ -31,11 +31,19 @@ func newEventsCmd(g *globals) *cobra.Command {
 			}
 			defer nc.Close()
 			msgs := make(chan *nats.Msg, 4096)
-			sub, err := nc.ChanSubscribe(subject, msgs)
-			if err != nil {
-				return fmt.Errorf("subscribe %s: %w", subject, err)
+			// By default, every event subject and nothing else: the
+			// request/reply subjects under amt.v1. are not events.
+			subjects := events.StreamSubjectList()
+			if cmd.Flags().Changed("subject") {
+				subjects = []string{subject}
 			}
-			defer sub.Unsubscribe()
+			for _, s := range subjects {
+				sub, err := nc.ChanSubscribe(s, msgs)
+				if err != nil {
+					return fmt.Errorf("%w: subscribe %s: %v", service.ErrUsage, s, err)
+				}
+				defer sub.Unsubscribe()
+			}
 			if err := nc.FlushTimeout(5 * time.Second); err != nil {
 				return fmt.Errorf("subscribe %s: %w", subject, err)
 			}
@@ -64,7 +72,7 @@ func newEventsCmd(g *globals) *cobra.Command {
 			}
 		},
 	}
-	tail.Flags().StringVar(&subject, "subject", events.StreamSubjects, "subject filter")
+	tail.Flags().StringVar(&subject, "subject", events.StreamSubjects, "subject filter (default: every event subject)")
 	ev.AddCommand(tail)
 	return ev
 }

@@ -27,7 +27,7 @@ const (
 )
 
 // EnsureStream creates the AMT stream (events.StreamName, subjects
-// events.StreamSubjects, file storage, limits retention so every consumer
+// events.StreamSubjectList(), file storage, limits retention so every consumer
 // sees every event) or updates it to cfg.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
 	if cfg.Replicas == 0 {
@@ -46,7 +46,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        events.StreamName,
 		Description: "amtprov events (libs/events, docs/asyncapi.yaml)",
-		Subjects:    []string{events.StreamSubjects},
+		Subjects:    events.StreamSubjectList(),
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,

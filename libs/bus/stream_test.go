@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func TestEnsureStreamCreatesAndUpdates(t *testing.T) {
 	}
 	cfg := s.CachedInfo().Config
 	if cfg.Storage != jetstream.FileStorage || cfg.Duplicates != bus.DefaultDuplicates || cfg.Replicas != 1 ||
-		len(cfg.Subjects) != 1 || cfg.Subjects[0] != events.StreamSubjects || cfg.MaxBytes != -1 || cfg.MaxAge != 0 {
+		!slices.Equal(cfg.Subjects, events.StreamSubjectList()) || cfg.MaxBytes != -1 || cfg.MaxAge != 0 {
 		t.Fatalf("default stream config = %+v", cfg)
 	}
 
@@ -155,5 +156,41 @@ func TestRedactURL(t *testing.T) {
 		if got := bus.RedactURL(tt.in); got != tt.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestRequestSubjectsAreNotStored: the request/reply subjects share the
+// amt.v1. prefix with the events but must never be persisted (an admin
+// request can carry a PFX password), while a consumer filtered on all of
+// amt.v1.> still sees every event.
+func TestRequestSubjectsAreNotStored(t *testing.T) {
+	t.Parallel()
+	nc, js := bustest.Connect(t)
+	ctx := testCtx(t, 10*time.Second)
+	for _, subj := range []string{events.SubjectCASign, events.SubjectAdmin + ".domain.add"} {
+		if err := nc.Publish(subj, []byte(`{"password":"x"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.Publish(ctx, events.SubjectDeviceHello+".u1", []byte("{}")); err != nil {
+		t.Fatalf("event subject not stored: %v", err)
+	}
+	s, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("stream holds %d messages, want only the event", info.State.Msgs)
+	}
+	c, err := bus.EnsureConsumer(ctx, js, bus.ConsumerConfig{Durable: "all"})
+	if err != nil {
+		t.Fatalf("consumer filtered on %s: %v", events.StreamSubjects, err)
+	}
+	if ci, err := c.Info(ctx); err != nil || ci.NumPending != 1 {
+		t.Fatalf("consumer pending = %v, %v", ci, err)
 	}
 }

@@ -10,11 +10,27 @@ import (
 	"time"
 )
 
-// Stream layout (ARCHITECTURE.md "Data flow").
+// Stream layout (ARCHITECTURE.md "Data flow"). StreamSubjects names every
+// event as a consumer filter or subscription; the stream itself stores
+// exactly the event subjects (StreamSubjectList), not all of amt.v1.>:
+// the request/reply subjects amt.v1.ca.sign and amt.v1.admin.> share the
+// prefix, and a request must never be persisted (an admin request may carry
+// a PFX password) nor answered by a JetStream PubAck.
 const (
 	StreamName     = "AMT"
 	StreamSubjects = "amt.v1.>"
 )
+
+// StreamSubjectList is the subjects of the AMT stream: one wildcard per
+// event type, <prefix>.<key>.
+func StreamSubjectList() []string {
+	ks := Kinds()
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = k.Prefix + ".*"
+	}
+	return out
+}
 
 // CloudEvents binary-mode headers and the JetStream de-duplication header.
 const (
