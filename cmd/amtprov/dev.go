@@ -19,10 +19,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/amtprov/amtprov/libs/bus"
+	"github.com/amtprov/amtprov/libs/secrets"
 	"github.com/amtprov/amtprov/libs/service"
 	"github.com/amtprov/amtprov/libs/store"
 	"github.com/amtprov/amtprov/libs/store/pglocal"
 	"github.com/amtprov/amtprov/libs/telemetry"
+	"github.com/amtprov/amtprov/services/discovery"
 	"github.com/amtprov/amtprov/services/hello-listener/listener"
 	"github.com/amtprov/amtprov/services/inventory"
 	"github.com/amtprov/amtprov/tools/amtsim"
@@ -179,6 +181,24 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	mux.Handle("GET /metrics/inventory", invTel.Metrics)
 	mux.Handle("/", inv.Handler())
 	apiAddr := lc.Serve("api", apiLn, lc.OpsHandler(invTel.Metrics, mux))
+
+	// Discovery: scans on demand (amtprov scan run), by target schedule and
+	// after each provisioning; its keyring is the dev keyring under the data dir.
+	discTel, err := serviceTelemetry(ctx, lc, "discovery")
+	if err != nil {
+		return err
+	}
+	discKeys, err := secrets.DevKeyring(o.dataDir)
+	if err != nil {
+		return err
+	}
+	disc, err := discovery.New(discovery.Config{Name: host}, discovery.Deps{Pool: pool, NC: nc, JS: js, Keys: discKeys, Tel: discTel,
+		Log: log.With("component", "discovery")})
+	if err != nil {
+		return err
+	}
+	lc.Go("discovery", disc.Run)
+	mux.Handle("GET /metrics/discovery", discTel.Metrics)
 
 	// (wave-2 services are wired above this line)
 
