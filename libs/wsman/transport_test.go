@@ -274,14 +274,16 @@ func TestUnreachable(t *testing.T) {
 }
 
 func TestCanceledContext(t *testing.T) {
+	arrived := make(chan struct{}, 1)
 	srv := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
 		<-r.Context().Done()
 	}))
 	c := newClient(t, hostPort(srv), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		time.Sleep(50 * time.Millisecond) // the cancel is the event under test, not a wait for a condition
+		<-arrived // the request is at the device: now the caller gives up
 		cancel()
 	}()
 	_, err := c.GeneralSettings(ctx)
