@@ -192,12 +192,21 @@ func (c *Client) CreateTLSCredentialContext(ctx context.Context, certInstanceID 
 }
 
 // PutTLSCredentialContext replaces the certificate of the existing context
-// (MeshCentral's path when one exists, §6.3 step 5).
-func (c *Client) PutTLSCredentialContext(ctx context.Context, certInstanceID string) error {
+// (MeshCentral's path when one exists, §6.3 step 5). Pass the context as
+// enumerated by TLSCredentialContexts: its two references become the
+// header selectors that name the instance (AMT_TLSCredentialContext is
+// keyed by them); without it no selector is sent, which firmware accepts
+// only because there is at most one context.
+func (c *Client) PutTLSCredentialContext(ctx context.Context, certInstanceID string, existing ...TLSCredentialContext) error {
 	if certInstanceID == "" {
 		return fmt.Errorf("put TLS credential context on %s: empty certificate InstanceID: %w", c.cfg.Address, ErrInvalidArgument)
 	}
-	_, err := c.Put(ctx, ClassTLSCredentialContext, credentialContextProps(certInstanceID))
+	var sel []Selector
+	if len(existing) > 0 {
+		in, prov := existing[0].ElementInContext, existing[0].ElementProvidingContext
+		sel = []Selector{{Name: "ElementInContext", Ref: &in}, {Name: "ElementProvidingContext", Ref: &prov}}
+	}
+	_, err := c.Put(ctx, ClassTLSCredentialContext, credentialContextProps(certInstanceID), sel...)
 	return err
 }
 

@@ -36,6 +36,7 @@ var fixtureRoutes = map[string]string{
 	"Pull AMT_PublicKeyCertificate":                            "amt/publickey/certificate/pull.xml",
 	"Create AMT_TLSCredentialContext":                          "amt/tls/credentialcontext/create.xml",
 	"Enumerate AMT_TLSCredentialContext":                       "amt/tls/credentialcontext/enumerate.xml",
+	"Put AMT_TLSCredentialContext":                             "amt/tls/credentialcontext/put.xml",
 	"Pull AMT_TLSCredentialContext":                            "amt/tls/credentialcontext/pull.xml",
 	"Enumerate AMT_TLSSettingData":                             "amt/tls/settingdata/enumerate.xml",
 	"Pull AMT_TLSSettingData":                                  "amt/tls/settingdata/pull.xml",
@@ -259,6 +260,14 @@ func TestTypedWritesFromFixtures(t *testing.T) {
 			}
 			return err
 		}, []string{`<h:AMT_TLSCredentialContext xmlns:h="http://intel.com/wbem/wscim/1/amt-schema/1/AMT_TLSCredentialContext"><h:ElementInContext><a:Address>/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>http://intel.com/wbem/wscim/1/amt-schema/1/AMT_PublicKeyCertificate</w:ResourceURI><w:SelectorSet><w:Selector Name="InstanceID">Intel(r) AMT Certificate: Handle: 1</w:Selector></w:SelectorSet></a:ReferenceParameters></h:ElementInContext><h:ElementProvidingContext><a:Address>/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>http://intel.com/wbem/wscim/1/amt-schema/1/AMT_TLSProtocolEndpointCollection</w:ResourceURI><w:SelectorSet><w:Selector Name="ElementName">TLSProtocolEndpointInstances Collection</w:Selector></w:SelectorSet></a:ReferenceParameters></h:ElementProvidingContext></h:AMT_TLSCredentialContext>`}},
+		{"PutTLSCredentialContext", func() error {
+			ctxs, err := c.TLSCredentialContexts(ctx)
+			if err != nil {
+				return err
+			}
+			return c.PutTLSCredentialContext(ctx, "Intel(r) AMT Certificate: Handle: 4", ctxs[0])
+		}, []string{`<w:SelectorSet><w:Selector Name="ElementInContext"><a:EndpointReference><a:Address>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:Address><a:ReferenceParameters><w:ResourceURI>http://intel.com/wbem/wscim/1/amt-schema/1/AMT_PublicKeyCertificate</w:ResourceURI><w:SelectorSet><w:Selector Name="InstanceID">Intel(r) AMT Certificate: Handle: 3</w:Selector>`,
+			`<h:ElementInContext><a:Address>/wsman</a:Address><a:ReferenceParameters><w:ResourceURI>http://intel.com/wbem/wscim/1/amt-schema/1/AMT_PublicKeyCertificate</w:ResourceURI><w:SelectorSet><w:Selector Name="InstanceID">Intel(r) AMT Certificate: Handle: 4</w:Selector>`}},
 		{"PutTLSSettingData", func() error {
 			_, err := c.PutTLSSettingData(ctx, wsman.TLSSettingData{InstanceID: wsman.TLSRemoteInstanceID, Enabled: true, AcceptNonSecureConnections: false})
 			return err

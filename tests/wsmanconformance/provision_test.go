@@ -149,6 +149,10 @@ func TestRemoteConfiguration(t *testing.T) {
 	if err != nil || len(ctxs) != 1 || ctxs[0].CertificateInstanceID() != certRef.Selector("InstanceID") {
 		t.Fatalf("credential contexts %+v, %v", ctxs, err)
 	}
+	// The Put path (a context already exists), keyed by the enumerated one.
+	if err := setup.PutTLSCredentialContext(ctx, certRef.Selector("InstanceID"), ctxs[0]); err != nil {
+		t.Fatalf("Put of the existing credential context: %v", err)
+	}
 	certs, err := setup.PublicKeyCertificates(ctx)
 	if err != nil || len(certs) != 2 {
 		t.Fatalf("certificates %d, %v; want 2", len(certs), err)
