@@ -1,0 +1,448 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/amtprov/amtprov/libs/secrets"
+	"github.com/amtprov/amtprov/libs/service"
+	"github.com/amtprov/amtprov/libs/store/pglocal"
+	"github.com/amtprov/amtprov/libs/telemetry"
+)
+
+// upOptions are the flags of `amtprov up`.
+type upOptions struct {
+	replicas     map[string]*int // per service (upServices)
+	explicit     map[string]bool // replica counts given on the command line
+	dir          string
+	binDir       string
+	deployDir    string
+	databaseURL  string
+	natsNodes    int
+	logLevel     string
+	readyTimeout time.Duration
+	stopTimeout  time.Duration
+}
+
+// upStateFile is written into --dir once everything is ready; tests and
+// scripts read it to find the processes (see upState).
+const upStateFile = "up.json"
+
+func newUpCmd(g *globals) *cobra.Command {
+	o := upOptions{replicas: map[string]*int{}, explicit: map[string]bool{}}
+	cmd := &cobra.Command{
+		Use:   "up [--provisioner N --inventory N --hello-listener N --certauthority N --discovery N] [--dir D]",
+		Short: "Run a local production-shaped cluster: 3 NATS nodes, PostgreSQL, Jaeger and every service as separate processes",
+		Long: `up starts, as separate processes on loopback: a 3-node NATS cluster (stream AMT
+with 3 replicas, users and permissions from deploy/nats), a private PostgreSQL,
+Jaeger (deploy/jaeger, in memory) and N replicas of each service, each with its
+own NATS user and its traces sent to Jaeger. It prints one line
+"amtprov up ready ..." when every /readyz answers, and on SIGINT or SIGTERM stops
+everything in the reverse order. Binaries come from --bin-dir (make build,
+make tools). A service whose binary is missing is skipped unless its replica
+count was given explicitly. See docs/operations.md.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for name, n := range o.replicas {
+				if *n < 0 {
+					return fmt.Errorf("%w: --%s must be >= 0", service.ErrUsage, name)
+				}
+				o.explicit[name] = cmd.Flags().Changed(name)
+			}
+			if o.natsNodes < 1 {
+				return fmt.Errorf("%w: --nats-nodes must be >= 1", service.ErrUsage)
+			}
+			return runUp(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	for _, s := range upServices() {
+		o.replicas[s.name] = f.Int(s.name, 1, "replicas of "+s.name)
+	}
+	f.StringVar(&o.dir, "dir", defaultUpDir(), "run directory: NATS stores, PostgreSQL, logs, credentials, "+upStateFile)
+	f.StringVar(&o.binDir, "bin-dir", "", "directory of the service, nats-server and jaeger binaries (default: this executable's directory)")
+	f.StringVar(&o.deployDir, "deploy-dir", "", "the repository's deploy/ directory (default: next to the bin dir, else ./deploy)")
+	f.StringVar(&o.databaseURL, "database-url", "", "use this PostgreSQL instead of a private one under --dir")
+	f.IntVar(&o.natsNodes, "nats-nodes", 3, "NATS cluster size (also the AMT stream's replicas)")
+	f.StringVar(&o.logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error (also given to the services)")
+	f.DurationVar(&o.readyTimeout, "ready-timeout", 2*time.Minute, "how long each process may take to become ready")
+	f.DurationVar(&o.stopTimeout, "stop-timeout", 30*time.Second, "how long each process may take to stop after SIGTERM before it is killed")
+	return cmd
+}
+
+func defaultUpDir() string {
+	return filepath.Join(filepath.Dir(defaultDataDir()), "up")
+}
+
+// upState describes a running cluster; written to --dir/up.json.
+type upState struct {
+	Dir         string       `json:"dir"`
+	NATS        []string     `json:"nats"`         // client URLs, no credentials
+	NATSMonitor []string     `json:"nats_monitor"` // http://host:port of each node's monitoring
+	NATSURLDir  string       `json:"nats_url_dir"` // <user>.url files with credentials (0600)
+	Postgres    string       `json:"postgres"`
+	JaegerQuery string       `json:"jaeger_query"`
+	JaegerOTLP  string       `json:"jaeger_otlp"`
+	Processes   []upInstance `json:"processes"`
+}
+
+// upInstance is one process of the cluster.
+type upInstance struct {
+	Name    string `json:"name"`    // e.g. provisioner-2, nats-1, jaeger
+	Service string `json:"service"` // the service (or nats, jaeger)
+	PID     int    `json:"pid"`     // also its process group id
+	Ops     string `json:"ops,omitempty"`
+	Hello   string `json:"hello,omitempty"`
+	Log     string `json:"log"`
+}
+
+// upRun is a cluster being started or run: what to stop, in order.
+type upRun struct {
+	log     *slog.Logger
+	o       upOptions
+	state   upState
+	mu      sync.Mutex
+	stops   []upStop
+	started []*upProc
+}
+
+// upStop stops one stage (all the replicas of a service, the NATS cluster,
+// PostgreSQL ...); stages stop in the reverse order of their start.
+type upStop struct {
+	name string
+	fn   func(context.Context) error
+}
+
+func (r *upRun) onStop(name string, fn func(context.Context) error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stops = append(r.stops, upStop{name, fn})
+}
+
+func (r *upRun) track(p *upProc, service, ops, hello string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started = append(r.started, p)
+	r.state.Processes = append(r.state.Processes, upInstance{Name: p.name, Service: service, PID: p.pid(), Ops: ops, Hello: hello, Log: p.logPath})
+}
+
+// stopAll runs the stop stages in reverse order and returns every error.
+func (r *upRun) stopAll(ctx context.Context) error {
+	r.mu.Lock()
+	stops := r.stops
+	r.stops = nil
+	r.mu.Unlock()
+	var errs []error
+	for i := len(stops) - 1; i >= 0; i-- {
+		s := stops[i]
+		start := time.Now()
+		if err := s.fn(ctx); err != nil {
+			errs = append(errs, err)
+			r.log.Error("stop failed", "stage", s.name, "err", err)
+			continue
+		}
+		r.log.Info("stopped", "stage", s.name, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return errors.Join(errs...)
+}
+
+// stopProcs stops procs in parallel.
+func stopProcs(procs []*upProc, grace time.Duration) error {
+	errs := make([]error, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Go(func() { errs[i] = p.stop(grace) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func runUp(ctx context.Context, g *globals, o upOptions) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("%w: --log-level: %v", service.ErrUsage, err)
+	}
+	log := telemetry.NewLogger(g.err, "amtprov-up", level)
+	r := &upRun{log: log, o: o}
+	err := r.start(ctx)
+	if err == nil {
+		err = r.announce(g)
+	}
+	if err != nil {
+		return errors.Join(err, r.stopAll(context.WithoutCancel(ctx)))
+	}
+	r.watch(ctx)
+	<-ctx.Done()
+	log.Info("signal received; stopping the cluster")
+	if err := r.stopAll(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("amtprov up: stop: %w", err)
+	}
+	fmt.Fprintln(g.out, "amtprov up stopped")
+	return nil
+}
+
+// start brings everything up in dependency order: NATS, PostgreSQL,
+// Jaeger, then the services in upServices order. Each stage registers its
+// stop right after it starts, so a failure half-way still cleans up.
+func (r *upRun) start(ctx context.Context) error {
+	o := r.o
+	binDir, deployDir, err := upPaths(o.binDir, o.deployDir)
+	if err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(o.dir)
+	if err != nil {
+		return fmt.Errorf("--dir: %w", err)
+	}
+	logDir := filepath.Join(dir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return fmt.Errorf("run dir: %w", err)
+	}
+	r.state.Dir = dir
+	services, err := r.plan(binDir)
+	if err != nil {
+		return err
+	}
+
+	// NATS: a cluster of separate nats-server processes, every user with a
+	// fresh password, the AMT stream replicated on every node.
+	users := []string{natsUserOps, natsUserCLI, natsUserSys}
+	for _, s := range upServices() {
+		users = append(users, s.name)
+	}
+	passwords, err := newNATSPasswords(users)
+	if err != nil {
+		return err
+	}
+	var natsProcs []*upProc
+	r.onStop("nats", func(context.Context) error { return stopProcs(natsProcs, o.stopTimeout) })
+	nats, err := startNATSCluster(ctx, filepath.Join(binDir, "nats-server"), filepath.Join(deployDir, "nats", "cluster.conf"),
+		filepath.Join(dir, "nats"), logDir, o.natsNodes, passwords, o.readyTimeout, func(p *upProc) {
+			natsProcs = append(natsProcs, p)
+			r.track(p, "nats", "", "")
+		})
+	if err != nil {
+		return fmt.Errorf("NATS cluster: %w", err)
+	}
+	for _, n := range nats.nodes {
+		r.state.NATSMonitor = append(r.state.NATSMonitor, "http://"+n.monitor)
+	}
+	r.state.NATS = strings.Split(nats.publicURLs(), ",")
+	if err := ensureReplicatedStream(ctx, nats, o.natsNodes, o.readyTimeout, r.log); err != nil {
+		return err
+	}
+	r.state.NATSURLDir = filepath.Join(dir, "credentials")
+	if err := writeNATSURLFiles(r.state.NATSURLDir, nats, []string{natsUserOps, natsUserCLI}); err != nil {
+		return err
+	}
+
+	// PostgreSQL: private, under the run dir, unless --database-url.
+	dbURL := o.databaseURL
+	if dbURL == "" {
+		url, stop, err := pglocal.Start(ctx, filepath.Join(dir, "pg"), r.log)
+		if err != nil {
+			return err
+		}
+		r.onStop("postgres", stop)
+		dbURL = url
+	}
+	r.state.Postgres = redactURL(dbURL)
+
+	// Jaeger, in memory, on loopback.
+	var jaegerProc []*upProc
+	r.onStop("jaeger", func(context.Context) error { return stopProcs(jaegerProc, o.stopTimeout) })
+	jaeger, err := startJaeger(ctx, filepath.Join(binDir, "jaeger"), filepath.Join(deployDir, "jaeger", "config.yaml"), logDir, o.readyTimeout,
+		func(p *upProc) {
+			jaegerProc = append(jaegerProc, p)
+			r.track(p, "jaeger", "", "")
+		})
+	if err != nil {
+		return fmt.Errorf("jaeger: %w", err)
+	}
+	r.state.JaegerQuery = "http://" + jaeger.queryHTTP
+	r.state.JaegerOTLP = "http://" + jaeger.otlpHTTP
+
+	// The keyring every service that stores secrets shares (this run's
+	// development key, mode 0600).
+	keyDir := filepath.Join(dir, "secrets")
+	if _, err := secrets.DevKeyring(keyDir); err != nil {
+		return err
+	}
+
+	// The services, each replica its own process.
+	common := []string{
+		"AMT_STREAM_REPLICAS=" + fmt.Sprint(o.natsNodes),
+		"NATS_CREDS=", "NATS_CA=", "NATS_CERT=", "NATS_KEY=",
+		"OTEL_TRACES_EXPORTER=otlp",
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + jaeger.otlpHTTP,
+		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+		"OTEL_BSP_SCHEDULE_DELAY=500",
+		"LOG_LEVEL=" + o.logLevel,
+		"DATABASE_URL=" + dbURL,
+		"AMTPROV_SECRET_KEYS=",
+		"AMTPROV_SECRET_KEYS_FILE=" + filepath.Join(keyDir, secrets.DevKeyFile),
+	}
+	type waiting struct {
+		p   *upProc
+		url string
+	}
+	var wait []waiting
+	for _, s := range services {
+		n := *o.replicas[s.name]
+		var procs []*upProc
+		r.onStop(s.name, func(context.Context) error { return stopProcs(procs, o.stopTimeout) })
+		for i := 1; i <= n; i++ {
+			addrs, err := freeAddrs("127.0.0.1", 2)
+			if err != nil {
+				return err
+			}
+			ops, hello := addrs[0], ""
+			env := append([]string(nil), common...)
+			env = append(env,
+				"NATS_URL="+nats.clientURLs(s.name),
+				"OTEL_SERVICE_NAME="+s.name,
+				fmt.Sprintf("OTEL_RESOURCE_ATTRIBUTES=service.instance.id=%s-%d", s.name, i),
+				s.opsEnv+"="+ops,
+			)
+			if s.hello {
+				hello = addrs[1]
+				env = append(env, "HELLO_ADDR="+hello)
+			}
+			name := fmt.Sprintf("%s-%d", s.name, i)
+			p, err := startUpProc(name, filepath.Join(binDir, s.name), nil, env, logDir)
+			if err != nil {
+				return err
+			}
+			procs = append(procs, p)
+			r.track(p, s.name, "http://"+ops, hello)
+			wait = append(wait, waiting{p, "http://" + ops + "/readyz"})
+		}
+	}
+	for _, w := range wait {
+		if err := w.p.waitHTTP(ctx, w.url, o.readyTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// plan checks the binaries and returns the services to start: a service
+// whose binary is missing is skipped with a warning, unless its replica
+// count was given on the command line.
+func (r *upRun) plan(binDir string) ([]upService, error) {
+	for _, b := range []string{"nats-server", "jaeger"} {
+		if !isExecutable(filepath.Join(binDir, b)) {
+			return nil, fmt.Errorf("%s not found in %s: run `make tools` (builds tools/nats-server and tools/jaeger)", b, binDir)
+		}
+	}
+	var out []upService
+	for _, s := range upServices() {
+		if *r.o.replicas[s.name] == 0 {
+			continue
+		}
+		if !isExecutable(filepath.Join(binDir, s.name)) {
+			if r.o.explicit[s.name] {
+				return nil, fmt.Errorf("%s not found in %s: run `make build`", s.name, binDir)
+			}
+			r.log.Warn("service binary not found; not starting it", "service", s.name, "bin_dir", binDir)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// announce writes up.json and prints the ready line.
+func (r *upRun) announce(g *globals) error {
+	b, err := json.MarshalIndent(r.state, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", upStateFile, err)
+	}
+	if err := os.WriteFile(filepath.Join(r.state.Dir, upStateFile), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", upStateFile, err)
+	}
+	var hellos, apis []string
+	counts := map[string]int{}
+	for _, p := range r.state.Processes {
+		counts[p.Service]++
+		if p.Hello != "" {
+			hellos = append(hellos, p.Hello)
+		}
+		if p.Service == "inventory" {
+			apis = append(apis, p.Ops)
+		}
+	}
+	var replicas []string
+	for _, s := range upServices() {
+		replicas = append(replicas, fmt.Sprintf("%s=%d", s.name, counts[s.name]))
+	}
+	fmt.Fprintf(g.out, "amtprov up ready hello=%s api=%s nats=%s jaeger=%s postgres=%s replicas=%s dir=%s\n",
+		strings.Join(hellos, ","), strings.Join(apis, ","), strings.Join(r.state.NATS, ","), r.state.JaegerQuery,
+		r.state.Postgres, strings.Join(replicas, ","), r.state.Dir)
+	return nil
+}
+
+// watch logs any process that exits while the cluster runs. The others
+// keep running (a replica killed on purpose is how failover is tried).
+func (r *upRun) watch(ctx context.Context) {
+	r.mu.Lock()
+	procs := append([]*upProc(nil), r.started...)
+	r.mu.Unlock()
+	for _, p := range procs {
+		go func() {
+			select {
+			case <-p.done:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case <-p.stopped:
+			default:
+				r.log.Error("process exited unexpectedly; the rest keep running", "process", p.name, "err", p.exitErr(), "log", p.logPath)
+			}
+		}()
+	}
+}
+
+// upPaths resolves the bin and deploy directories.
+func upPaths(binDir, deployDir string) (string, string, error) {
+	if binDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", "", fmt.Errorf("find bin dir: %w (give --bin-dir)", err)
+		}
+		binDir = filepath.Dir(exe)
+	}
+	if deployDir == "" {
+		deployDir = filepath.Join(filepath.Dir(binDir), "deploy")
+		if _, err := os.Stat(deployDir); err != nil {
+			deployDir = "deploy"
+		}
+	}
+	for _, d := range []*string{&binDir, &deployDir} {
+		abs, err := filepath.Abs(*d)
+		if err != nil {
+			return "", "", err
+		}
+		*d = abs
+	}
+	if _, err := os.Stat(filepath.Join(deployDir, "nats", "cluster.conf")); err != nil {
+		return "", "", fmt.Errorf("%w: no nats/cluster.conf in deploy dir %s (give --deploy-dir)", service.ErrUsage, deployDir)
+	}
+	return binDir, deployDir, nil
+}
+
+func isExecutable(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+}
