@@ -14,6 +14,10 @@ import (
 // Placeholder is the only value deploy/k8s/secrets.yaml may hold.
 const Placeholder = "REPLACE_ME"
 
+// SecretsFile is the manifest of Secret templates, applied by hand and so
+// left out of the kustomization.
+const SecretsFile = "secrets.yaml"
+
 // object is one Kubernetes manifest document.
 type object struct {
 	file string
@@ -84,7 +88,10 @@ func CheckKubernetes(files map[string][]byte, bins map[string]*Binary) []error {
 			}
 		}
 		for _, f := range names {
-			if f != "kustomization.yaml" && !listed[f] {
+			switch {
+			case f == SecretsFile && listed[f]:
+				fail("kustomization.yaml lists %s: re-applying would overwrite real secrets with placeholders", f)
+			case f != "kustomization.yaml" && f != SecretsFile && !listed[f]:
 				fail("kustomization.yaml does not list %s", f)
 			}
 		}
