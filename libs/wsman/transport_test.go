@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -353,4 +354,38 @@ func bodyOf(status int, body string) http.HandlerFunc {
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, body)
 	}
+}
+
+// TestKeepAlive: sequential calls share one connection.
+func TestKeepAlive(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		conns int
+	)
+	srv := httptestServerWithConnCount(t, &replay{tb: t, routes: fixtureRoutes}, func() { mu.Lock(); conns++; mu.Unlock() })
+	c := newClient(t, srv, nil)
+	ctx := testContext(t)
+	for range 10 {
+		if _, err := c.SetupAndConfiguration(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 1 {
+		t.Fatalf("%d connections for 10 sequential calls, want 1", conns)
+	}
+}
+
+func httptestServerWithConnCount(t *testing.T, h http.Handler, onNew func()) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			onNew()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return hostPort(srv)
 }
