@@ -9,7 +9,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1s
 SIMULATE ?= 50
 
-.PHONY: all build run test test-short bench fuzz lint tidy clean
+.PHONY: all build run test test-short bench fuzz lint tidy clean tools test-e2e
 
 all: build
 
@@ -42,3 +42,17 @@ lint:
 
 clean:
 	rm -rf $(BIN) .pg
+
+# nats-server and Jaeger for `amtprov up` and test-e2e, each built from its
+# own tools module outside go.work (the Go build cache makes rebuilds fast).
+tools:
+	@mkdir -p $(BIN)
+	cd tools/nats-server && GOWORK=off $(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+	cd tools/jaeger && GOWORK=off $(GO) build -o $(BIN)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
+# The separate-process end-to-end test (amtprov up: 3 NATS nodes, PostgreSQL,
+# Jaeger, every service main in the workspace; amtsim; Jaeger's API). Not
+# part of `make test`.
+test-e2e: build tools
+	$(GO) build -o $(BIN)/ $$($(GO) list -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' $$($(GO) list -m -f '{{.Dir}}/...' | grep /services/))
+	$(GO) test -tags e2e -count=1 -timeout 15m -run '^TestE2E' -v ./cmd/amtprov
