@@ -31,6 +31,9 @@ const (
 // ignored; it wraps events.ErrInvalid when the event can never be applied
 // (terminate it), and is anything else when it may succeed later.
 func (s *Service) Apply(ctx context.Context, env events.Envelope) error {
+	if mh, ok := s.multi[env.Type]; ok {
+		return s.applyMany(ctx, env, mh)
+	}
 	h, ok := s.handlers[env.Type]
 	if !ok {
 		s.count(ctx, env.Type, "ignored")
@@ -57,6 +60,43 @@ func (s *Service) Apply(ctx context.Context, env events.Envelope) error {
 	// The event's own trace (the consumer span) shows when its rows were
 	// committed; the batch span links back to it.
 	trace.SpanFromContext(ctx).AddEvent("inventory rows committed")
+	s.count(ctx, env.Type, "applied")
+	return nil
+}
+
+// maxManyPerTx bounds the devices one transaction of applyMany writes.
+const maxManyPerTx = 2000
+
+// applyMany applies an event about many devices in transactions of its own,
+// outside the batcher, with the batch writer's retries. Replaying it is
+// harmless: every group it sets keeps the newest mark.
+func (s *Service) applyMany(ctx context.Context, env events.Envelope, h multiHandler) error {
+	p, err := env.Decode()
+	if err != nil {
+		s.count(ctx, env.Type, "invalid")
+		return err
+	}
+	us, err := h(env, p)
+	if err != nil {
+		s.count(ctx, env.Type, "invalid")
+		return err
+	}
+	if len(us) == 0 {
+		s.count(ctx, env.Type, "ignored")
+		return nil
+	}
+	span := trace.SpanContextFromContext(ctx)
+	for start := 0; start < len(us); start += maxManyPerTx {
+		chunk := us[start:min(start+maxManyPerTx, len(us))]
+		items := make([]pending, len(chunk))
+		for i, u := range chunk {
+			items[i] = pending{update: u, span: span}
+		}
+		if err := s.writeBatch(ctx, items); err != nil {
+			s.count(ctx, env.Type, "failed")
+			return fmt.Errorf("apply %s %s: %w", env.Type, env.ID, err)
+		}
+	}
 	s.count(ctx, env.Type, "applied")
 	return nil
 }

@@ -140,6 +140,7 @@ func onDiscovered(env events.Envelope, p events.Payload) (*record.Update, error)
 	u.Addr = &record.Addr{Mark: m, IP: ip}
 	u.LocationSeen = m.At
 	u.Ports = &record.Ports{Mark: m, Ports: ports}
+	u.Stale = &record.Stale{Mark: m, Stale: false} // it answered
 	if d.AMTVersion != "" {
 		u.Version = &record.Version{Mark: m, AMTVersion: d.AMTVersion}
 	}
@@ -189,6 +190,10 @@ func onProvisioning(env events.Envelope, p events.Payload) (*record.Update, erro
 		Profile: e.Profile, Step: e.Step, ErrorCode: e.ErrorCode}
 	if e.Event == events.ProvisioningSucceeded {
 		u.State = &record.State{Mark: m, State: amt.PostProvisioning.String()}
+		if e.Device != nil && e.Device.AMTVersion != "" {
+			// The firmware version the provisioner read from the device.
+			u.Version = &record.Version{Mark: m, AMTVersion: e.Device.AMTVersion}
+		}
 	}
 	return &u, nil
 }

@@ -88,7 +88,8 @@ func TestHandlers(t *testing.T) {
 				LocationSeen: at,
 				Ports:        &record.Ports{Mark: record.Mark{At: at, EventID: "e1"}, Ports: []int{16992, 16993}},
 				Version:      &record.Version{Mark: record.Mark{At: at, EventID: "e1"}, AMTVersion: "16.1.25"},
-				State:        &record.State{Mark: record.Mark{At: at, EventID: "e1"}, State: "post"}},
+				State:        &record.State{Mark: record.Mark{At: at, EventID: "e1"}, State: "post"},
+				Stale:        &record.Stale{Mark: record.Mark{At: at, EventID: "e1"}, Stale: false}},
 		},
 		{
 			name:    "discovered by ip only is ignored",
@@ -156,8 +157,11 @@ func TestHandlers(t *testing.T) {
 
 func TestEveryKindHasAHandlerOrIsKnownToHaveNone(t *testing.T) {
 	noTableYet := map[string]bool{events.TypeCertIssued: true}
-	h := handlers()
+	h, mh := handlers(), multiHandlers()
 	for _, k := range events.Kinds() {
+		if _, ok := mh[k.Type]; ok {
+			continue
+		}
 		if _, ok := h[k.Type]; !ok && !noTableYet[k.Type] {
 			t.Errorf("no inventory handler for %s", k.Type)
 		}
@@ -282,5 +286,32 @@ func TestOrderTolerance(t *testing.T) {
 		!d.FirstSeen.Equal(t0.Truncate(time.Microsecond)) || !d.LastSeen.Equal(t0.Add(8*time.Minute).Truncate(time.Microsecond)) ||
 		d.Capability.RootHashes[0].Hex != fmt.Sprintf("%064x", 8) || !d.Capability.AdminCredentialsSet {
 		t.Fatalf("device after its history: %+v", d)
+	}
+}
+
+func TestScanCompletedHandler(t *testing.T) {
+	at := t0.Truncate(time.Microsecond)
+	m := record.Mark{At: at, EventID: "e1"}
+	env := envelope(t, &events.ScanCompleted{ScanID: "s1", Trigger: "cli", StartedAt: t0, FinishedAt: t0,
+		Stale: []string{"4BAC9510-04A6-4321-BAE2-D45DDF07B684"}, OtherConsole: []string{uuidA}}, "e1")
+	p, err := env.Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := multiHandlers()[events.TypeScanCompleted](env, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []record.Update{
+		{UUID: uuidA, Stale: &record.Stale{Mark: m, Stale: true}},
+		{UUID: uuidA, Managed: &record.Managed{Mark: m, By: "other_console"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("updates\n got %+v\nwant %+v", got, want)
+	}
+	bad := envelope(t, &events.ScanCompleted{ScanID: "s1", Trigger: "cli", StartedAt: t0, FinishedAt: t0, Stale: []string{"nope"}}, "e2")
+	p, _ = bad.Decode()
+	if _, err := onScanCompleted(bad, p); !errors.Is(err, events.ErrInvalid) {
+		t.Fatalf("bad uuid: err = %v, want ErrInvalid", err)
 	}
 }

@@ -83,6 +83,7 @@ type Service struct {
 	tel      telemetry.Providers
 	log      *slog.Logger
 	handlers map[string]handler
+	multi    map[string]multiHandler
 	tracer   trace.Tracer
 	m        metrics
 	batches  *batch.Batcher[pending]
@@ -116,6 +117,7 @@ func New(cfg Config, pool *pgxpool.Pool, js jetstream.JetStream, tel telemetry.P
 		tel:      tel,
 		log:      log,
 		handlers: handlers(),
+		multi:    multiHandlers(),
 		tracer:   tel.Tracer.Tracer("github.com/amtprov/amtprov/services/inventory"),
 	}
 	s.m.eventAttrs = eventAttrs()

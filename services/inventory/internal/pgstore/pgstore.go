@@ -126,14 +126,22 @@ ON CONFLICT (uuid) DO UPDATE SET
   last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen)
 WHERE EXCLUDED.first_seen < d.first_seen OR EXCLUDED.last_seen > d.last_seen`
 
+// queueDevices widens first/last seen. An update that says nothing about
+// when the device was seen (staleness, management from scan.completed)
+// leaves devices alone: the device was not seen then.
 func queueDevices(b *pgx.Batch, us []record.Update) {
-	ids := make([]string, len(us))
-	first := make([]time.Time, len(us))
-	last := make([]time.Time, len(us))
-	for i, u := range us {
-		ids[i], first[i], last[i] = u.UUID, u.FirstSeen, u.LastSeen
+	ids := make([]string, 0, len(us))
+	first := make([]time.Time, 0, len(us))
+	last := make([]time.Time, 0, len(us))
+	for _, u := range us {
+		if u.FirstSeen.IsZero() || u.LastSeen.IsZero() {
+			continue
+		}
+		ids, first, last = append(ids, u.UUID), append(first, u.FirstSeen), append(last, u.LastSeen)
 	}
-	b.Queue(devicesSQL, ids, first, last)
+	if len(ids) > 0 {
+		b.Queue(devicesSQL, ids, first, last)
+	}
 }
 
 var capabilitySQL = `
@@ -141,24 +149,28 @@ INSERT INTO oob_capability AS c (uuid,
   hello_interface_version, admin_credentials_set, root_hashes, hello_at, hello_event_id,
   provisioning_state, state_at, state_event_id,
   amt_version, version_at, version_event_id,
-  ports, ports_at, ports_event_id)
+  ports, ports_at, ports_event_id,
+  managed_by, managed_at, managed_event_id)
 SELECT u.uuid,
   u.hiv, u.acs, coalesce(u.rh::jsonb, '[]'), u.hat, u.hid,
   u.ps, u.sat, u.sid,
   coalesce(u.av, ''), u.vat, u.vid,
-  coalesce(u.ports::integer[], '{}'), u.pat, u.pid
+  coalesce(u.ports::integer[], '{}'), u.pat, u.pid,
+  coalesce(u.mb, ''), u.mat, u.mid
 FROM unnest($1::uuid[],
   $2::integer[], $3::boolean[], $4::text[], $5::timestamptz[], $6::text[],
   $7::text[], $8::timestamptz[], $9::text[],
   $10::text[], $11::timestamptz[], $12::text[],
-  $13::text[], $14::timestamptz[], $15::text[])
-  AS u(uuid, hiv, acs, rh, hat, hid, ps, sat, sid, av, vat, vid, ports, pat, pid)
+  $13::text[], $14::timestamptz[], $15::text[],
+  $16::text[], $17::timestamptz[], $18::text[])
+  AS u(uuid, hiv, acs, rh, hat, hid, ps, sat, sid, av, vat, vid, ports, pat, pid, mb, mat, mid)
 ON CONFLICT (uuid) DO UPDATE SET
   ` + setGroup("c", "hello", "hello_interface_version", "admin_credentials_set", "root_hashes") + `,
   ` + setGroup("c", "state", "provisioning_state") + `,
   ` + setGroup("c", "version", "amt_version") + `,
-  ` + setGroup("c", "ports", "ports") + `
-WHERE ` + strings.Join([]string{newer("c", "hello"), newer("c", "state"), newer("c", "version"), newer("c", "ports")}, "\n   OR ")
+  ` + setGroup("c", "ports", "ports") + `,
+  ` + setGroup("c", "managed", "managed_by") + `
+WHERE ` + strings.Join([]string{newer("c", "hello"), newer("c", "state"), newer("c", "version"), newer("c", "ports"), newer("c", "managed")}, "\n   OR ")
 
 // marks collects the (at, event id) columns of one field group; nil for a
 // row whose update does not touch the group.
@@ -181,7 +193,9 @@ func queueCapability(b *pgx.Batch, us []record.Update) {
 		hiv                  []*int32
 		acs                  []*bool
 		rh, ps, av, ports    []*string
+		mb                   []*string
 		hello, st, ver, prts marks
+		mgd                  marks
 	)
 	for i := range us {
 		u := &us[i]
@@ -221,22 +235,31 @@ func queueCapability(b *pgx.Batch, us []record.Update) {
 			ports = append(ports, nil)
 			prts.add(nil)
 		}
+		if g := u.Managed; g != nil {
+			mb = append(mb, &g.By)
+			mgd.add(&g.Mark)
+		} else {
+			mb = append(mb, nil)
+			mgd.add(nil)
+		}
 	}
 	if len(ids) > 0 {
-		b.Queue(capabilitySQL, ids, hiv, acs, rh, hello.at, hello.id, ps, st.at, st.id, av, ver.at, ver.id, ports, prts.at, prts.id)
+		b.Queue(capabilitySQL, ids, hiv, acs, rh, hello.at, hello.id, ps, st.at, st.id, av, ver.at, ver.id, ports, prts.at, prts.id, mb, mgd.at, mgd.id)
 	}
 }
 
 var locationSQL = `
-INSERT INTO device_location AS l (uuid, ip, addr_at, addr_event_id, last_hello_at, last_seen)
-SELECT u.uuid, u.ip::inet, u.aat, u.aid, u.lh, u.ls
-FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::timestamptz[])
-  AS u(uuid, ip, aat, aid, lh, ls)
+INSERT INTO device_location AS l (uuid, ip, addr_at, addr_event_id, last_hello_at, last_seen, stale, stale_at, stale_event_id)
+SELECT u.uuid, u.ip::inet, u.aat, u.aid, u.lh, u.ls, coalesce(u.st, false), u.sta, u.sti
+FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+  $7::boolean[], $8::timestamptz[], $9::text[])
+  AS u(uuid, ip, aat, aid, lh, ls, st, sta, sti)
 ON CONFLICT (uuid) DO UPDATE SET
   ` + setGroup("l", "addr", "ip") + `,
+  ` + setGroup("l", "stale", "stale") + `,
   last_hello_at = GREATEST(l.last_hello_at, EXCLUDED.last_hello_at),
   last_seen = GREATEST(l.last_seen, EXCLUDED.last_seen)
-WHERE ` + newer("l", "addr") + `
+WHERE ` + newer("l", "addr") + ` OR ` + newer("l", "stale") + `
    OR EXCLUDED.last_hello_at > l.last_hello_at OR (l.last_hello_at IS NULL AND EXCLUDED.last_hello_at IS NOT NULL)
    OR EXCLUDED.last_seen > l.last_seen OR (l.last_seen IS NULL AND EXCLUDED.last_seen IS NOT NULL)`
 
@@ -246,6 +269,8 @@ func queueLocation(b *pgx.Batch, us []record.Update) {
 		ip     []*string
 		addr   marks
 		lh, ls []*time.Time
+		stale  []*bool
+		stl    marks
 	)
 	for i := range us {
 		u := &us[i]
@@ -261,9 +286,16 @@ func queueLocation(b *pgx.Batch, us []record.Update) {
 			addr.add(nil)
 		}
 		lh, ls = append(lh, nullTime(u.LastHelloAt)), append(ls, nullTime(u.LocationSeen))
+		if g := u.Stale; g != nil {
+			stale = append(stale, &g.Stale)
+			stl.add(&g.Mark)
+		} else {
+			stale = append(stale, nil)
+			stl.add(nil)
+		}
 	}
 	if len(ids) > 0 {
-		b.Queue(locationSQL, ids, ip, addr.at, addr.id, lh, ls)
+		b.Queue(locationSQL, ids, ip, addr.at, addr.id, lh, ls, stale, stl.at, stl.id)
 	}
 }
 

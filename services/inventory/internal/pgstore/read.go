@@ -17,11 +17,12 @@ const deviceSelect = `
 SELECT d.uuid::text, d.first_seen, d.last_seen,
   coalesce(i.hostname, ''), coalesce(i.domain, ''), coalesce(i.fqdn, ''),
   coalesce(i.serial, ''), coalesce(i.model, ''), coalesce(i.manufacturer, ''),
-  coalesce(host(l.ip), ''), coalesce(l.mac::text, ''), l.last_hello_at,
+  coalesce(host(l.ip), ''), coalesce(l.mac::text, ''), l.last_hello_at, coalesce(l.stale, false),
   coalesce(c.amt_version, ''), coalesce(c.sku, ''), coalesce(c.provisioning_state, ''),
   coalesce(c.control_mode, 'none'), coalesce(c.hello_interface_version, 0),
   coalesce(c.admin_credentials_set, false), coalesce(c.root_hashes, '[]'),
   coalesce(c.tls_enabled, false), coalesce(c.sol, false), coalesce(c.ider, false), coalesce(c.kvm, false),
+  coalesce(c.managed_by, ''),
   coalesce(p.state, ''), coalesce(p.attempt, 0), coalesce(p.error_code, ''), p.updated_at
 FROM devices d
 LEFT JOIN oob_capability c ON c.uuid = d.uuid
@@ -40,11 +41,12 @@ func scanDevice(row pgx.Row) (record.Device, error) {
 	err := row.Scan(&d.UUID, &d.FirstSeen.Time, &d.LastSeen.Time,
 		&d.Identification.Hostname, &d.Identification.Domain, &d.Identification.FQDN,
 		&d.Identification.Serial, &d.Identification.Model, &d.Identification.Manufacturer,
-		&d.Location.IP, &d.Location.MAC, &lastHello,
+		&d.Location.IP, &d.Location.MAC, &lastHello, &d.Location.Stale,
 		&d.Capability.AMTVersion, &d.Capability.SKU, &d.Capability.ProvisioningState,
 		&d.Capability.ControlMode, &hiv,
 		&d.Capability.AdminCredentialsSet, &hashes,
 		&d.Capability.TLSEnabled, &d.Capability.SOL, &d.Capability.IDER, &d.Capability.KVM,
+		&d.Capability.ManagedBy,
 		&d.Provisioning.State, &attempt, &d.Provisioning.ErrorCode, &provUpdated)
 	if err != nil {
 		return d, err

@@ -63,6 +63,20 @@ type Addr struct {
 	IP string
 }
 
+// Stale is the staleness group: set when a scan of the device's last known
+// address did not find a device amtprov provisioned, cleared when a scan
+// finds it again (services/discovery).
+type Stale struct {
+	Mark
+	Stale bool
+}
+
+// Managed is who manages the device's AMT: "amtprov" or "other_console".
+type Managed struct {
+	Mark
+	By string
+}
+
 // Provisioning is the latest provisioning event about the device.
 type Provisioning struct {
 	Mark
@@ -86,10 +100,12 @@ type Update struct {
 	State   *State
 	Version *Version
 	Ports   *Ports
+	Managed *Managed
 
 	Addr         *Addr
 	LastHelloAt  time.Time // location: monotonic, the greatest wins
 	LocationSeen time.Time // location: monotonic, the greatest wins
+	Stale        *Stale
 	Provisioning *Provisioning
 }
 
@@ -109,17 +125,19 @@ func (u *Update) Merge(o Update) {
 	u.Version = newer(u.Version, o.Version, func(g *Version) Mark { return g.Mark })
 	u.Ports = newer(u.Ports, o.Ports, func(g *Ports) Mark { return g.Mark })
 	u.Addr = newer(u.Addr, o.Addr, func(g *Addr) Mark { return g.Mark })
+	u.Stale = newer(u.Stale, o.Stale, func(g *Stale) Mark { return g.Mark })
+	u.Managed = newer(u.Managed, o.Managed, func(g *Managed) Mark { return g.Mark })
 	u.Provisioning = newer(u.Provisioning, o.Provisioning, func(g *Provisioning) Mark { return g.Mark })
 }
 
 // HasLocation reports whether the update touches device_location.
 func (u *Update) HasLocation() bool {
-	return u.Addr != nil || !u.LastHelloAt.IsZero() || !u.LocationSeen.IsZero()
+	return u.Addr != nil || u.Stale != nil || !u.LastHelloAt.IsZero() || !u.LocationSeen.IsZero()
 }
 
 // HasCapability reports whether the update touches oob_capability.
 func (u *Update) HasCapability() bool {
-	return u.Hello != nil || u.State != nil || u.Version != nil || u.Ports != nil
+	return u.Hello != nil || u.State != nil || u.Version != nil || u.Ports != nil || u.Managed != nil
 }
 
 func newer[G any](a, b *G, mark func(*G) Mark) *G {
@@ -181,6 +199,9 @@ type Location struct {
 	IP          string `json:"ip"`
 	MAC         string `json:"mac"`
 	LastHelloAt Time   `json:"last_hello_at"`
+	// Stale: amtprov provisioned the device and the last scan of this
+	// address did not find it (it is kept, not deleted).
+	Stale bool `json:"stale"`
 }
 
 // Capability is what the device's AMT can do and what state it is in.
@@ -196,6 +217,9 @@ type Capability struct {
 	SOL                   bool       `json:"sol"`
 	IDER                  bool       `json:"ider"`
 	KVM                   bool       `json:"kvm"`
+	// ManagedBy is "amtprov", "other_console" (identified by discovery with
+	// another console's credentials) or "" when unknown.
+	ManagedBy string `json:"managed_by"`
 }
 
 // ProvisioningResult is the last provisioning result as the read API shows it.
