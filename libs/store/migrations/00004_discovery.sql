@@ -84,16 +84,25 @@ CREATE TABLE discovery_credentials (
     PRIMARY KEY (scan_id, row_no)
 );
 
--- Staleness (inventory, set from scan.completed): a device amtprov
--- provisioned that a scan of its last known address did not find. The
--- group follows 00001's ordering rule: (stale_at, stale_event_id) only
--- moves forward; a later discovery of the device clears the flag.
+-- Inventory groups fed by discovery (00001's ordering rule: a group's
+-- (<group>_at, <group>_event_id) only moves forward).
+-- Group "stale" (device_location): a device amtprov provisioned that a scan
+-- of its last known address did not find (scan.completed); a later
+-- discovery of the device clears it. The device is never deleted.
 ALTER TABLE device_location
     ADD COLUMN stale          boolean NOT NULL DEFAULT false,
     ADD COLUMN stale_at       timestamptz,
     ADD COLUMN stale_event_id text COLLATE "C";
+-- Group "managed" (oob_capability): who manages the device's AMT, as far as
+-- amtprov knows: '' unknown, other_console (identified by discovery with
+-- another console's credentials, scan.completed).
+ALTER TABLE oob_capability
+    ADD COLUMN managed_by       text NOT NULL DEFAULT '' CHECK (managed_by IN ('', 'amtprov', 'other_console')),
+    ADD COLUMN managed_at       timestamptz,
+    ADD COLUMN managed_event_id text COLLATE "C";
 
 -- +goose Down
+ALTER TABLE oob_capability DROP COLUMN managed_event_id, DROP COLUMN managed_at, DROP COLUMN managed_by;
 ALTER TABLE device_location DROP COLUMN stale_event_id, DROP COLUMN stale_at, DROP COLUMN stale;
 DROP TABLE discovery_credentials;
 DROP TABLE discovery_results;
