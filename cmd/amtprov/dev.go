@@ -18,12 +18,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/secrets"
 	"github.com/amtprov/amtprov/libs/service"
 	"github.com/amtprov/amtprov/libs/store"
 	"github.com/amtprov/amtprov/libs/store/pglocal"
 	"github.com/amtprov/amtprov/libs/telemetry"
+	"github.com/amtprov/amtprov/services/certauthority"
 	"github.com/amtprov/amtprov/services/discovery"
 	"github.com/amtprov/amtprov/services/hello-listener/listener"
 	"github.com/amtprov/amtprov/services/inventory"
@@ -200,6 +202,31 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	lc.Go("discovery", disc.Run)
 	mux.Handle("GET /metrics/discovery", discTel.Metrics)
 
+	// Certificate authority: organisation CA, device TLS certificates
+	// (amt.v1.ca.sign) and provisioning domains, keys sealed with the dev
+	// keyring. The simulated fleet's DNS suffix gets a development
+	// provisioning chain, and the simulated devices trust its root.
+	caTel, err := serviceTelemetry(ctx, lc, "certauthority")
+	if err != nil {
+		return err
+	}
+	caKeys, err := secrets.DevKeyring(o.dataDir)
+	if err != nil {
+		return err
+	}
+	ca, err := certauthority.New(ctx, certauthority.Config{}, pool, caKeys, nc, js, caTel, log.With("component", "certauthority"))
+	if err != nil {
+		return err
+	}
+	lc.Go("certauthority", ca.Run)
+	mux.Handle("GET /metrics/certauthority", caTel.Metrics)
+	devRoot, err := certauthority.EnsureDevDomain(ctx, pool, caKeys, amtsim.DefaultDNSSuffix)
+	if err != nil {
+		return fmt.Errorf("development provisioning domain: %w", err)
+	}
+	log.Info("development provisioning domain ready", "suffix", amtsim.DefaultDNSSuffix, "root", devRoot.String())
+	devTrust := []amt.RootHash{devRoot}
+
 	// (wave-2 services are wired above this line)
 
 	// The simulated fleet sends its hellos to our listener.
@@ -216,6 +243,7 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 			Range:           netip.PrefixFrom(base, 16).Masked(),
 			ProvisionServer: dialable(helloAddr.String()),
 			TimeScale:       o.simTimeScale,
+			TrustHashes:     devTrust,
 			Logger:          log.With("component", "amtsim"),
 		})
 		if err != nil {

@@ -141,3 +141,26 @@ func TestDomainCommands(t *testing.T) {
 		t.Fatalf("list --json (%v): %s", err, out)
 	}
 }
+
+// `amtprov dev --simulate` creates the development provisioning domain for
+// the fleet's suffix, and the simulated devices trust its root: their
+// hellos list it, as inventory shows.
+func TestDevDomainTrustedBySimulatedFleet(t *testing.T) {
+	r := runDevForTest(t, "--simulate", "2", "--sim-base", "127.11.40.1")
+	out, err := cli(t, "--nats", r.nats, "--json", "domain", "list")
+	if err != nil {
+		t.Fatalf("domain list: %v", err)
+	}
+	var list certauthority.ListDomainsResponse
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Domains) != 1 {
+		t.Fatalf("domain list: %v %s", err, out)
+	}
+	d := list.Domains[0]
+	if d.Suffix != "corp.example.com" || d.Source != certauthority.SourceDev {
+		t.Fatalf("dev domain %+v", d)
+	}
+	waitFor(t, "a simulated device's hello to list the dev root", func() bool {
+		out, err := cli(t, "--api", r.api, "--json", "devices", "list")
+		return err == nil && strings.Contains(out, d.RootSHA256)
+	})
+}
