@@ -141,7 +141,6 @@ func onDiscovered(env events.Envelope, p events.Payload) (*record.Update, error)
 	u.LocationSeen = m.At
 	u.Ports = &record.Ports{Mark: m, Ports: ports}
 	u.Stale = &record.Stale{Mark: m, Stale: false} // it answered
-	u.Stale = &record.Stale{Mark: m, Stale: false} // it answered
 	if d.AMTVersion != "" {
 		u.Version = &record.Version{Mark: m, AMTVersion: d.AMTVersion}
 	}
