@@ -481,3 +481,51 @@ func (s *Store) ResetSteps(ctx context.Context, jobID int64, owner, first, last 
 		return nil
 	})
 }
+
+// JobFilter selects jobs for ListJobs.
+type JobFilter struct {
+	State string // "" any
+	UUID  string // "" any
+	Limit int    // default 100, at most 1000
+}
+
+// ListJobs returns jobs, newest first.
+func (s *Store) ListJobs(ctx context.Context, f JobFilter) ([]Job, error) {
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = min(max(f.Limit, 100), 1000)
+	}
+	var uuid any
+	if f.UUID != "" {
+		uuid = f.UUID
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM provisioning_jobs
+		WHERE ($1 = '' OR state = $1) AND ($2::uuid IS NULL OR uuid = $2::uuid)
+		ORDER BY updated_at DESC, id DESC LIMIT $3`, f.State, uuid, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Job, error) { return scanJob(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return out, nil
+}
+
+// Counts is how many jobs are in each state.
+func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT state, count(*) FROM provisioning_jobs GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("count jobs: %w", err)
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}
