@@ -34,9 +34,12 @@ type upOptions struct {
 	stopTimeout  time.Duration
 }
 
-// upStateFile is written into --dir once everything is ready; tests and
-// scripts read it to find the processes (see upState).
-const upStateFile = "up.json"
+// Files written into --dir once everything is ready: upStateFile for tests
+// and scripts (see upState), upTargetsFile for Prometheus (file_sd_configs).
+const (
+	upStateFile   = "up.json"
+	upTargetsFile = "prometheus-targets.json"
+)
 
 func newUpCmd(g *globals) *cobra.Command {
 	o := upOptions{replicas: map[string]*int{}, explicit: map[string]bool{}}
@@ -371,6 +374,9 @@ func (r *upRun) announce(g *globals) error {
 	if err := os.WriteFile(filepath.Join(r.state.Dir, upStateFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", upStateFile, err)
 	}
+	if err := writePromTargets(filepath.Join(r.state.Dir, upTargetsFile), r.state.Processes); err != nil {
+		return err
+	}
 	var hellos, apis []string
 	counts := map[string]int{}
 	for _, p := range r.state.Processes {
@@ -445,4 +451,33 @@ func upPaths(binDir, deployDir string) (string, string, error) {
 func isExecutable(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+}
+
+// promTargetGroup is one entry of a Prometheus file_sd file.
+type promTargetGroup struct {
+	Targets []string          `json:"targets"`
+	Labels  map[string]string `json:"labels"`
+}
+
+// writePromTargets writes every service process's /metrics address as a
+// Prometheus file_sd target labelled with its service and instance.
+func writePromTargets(path string, procs []upInstance) error {
+	groups := []promTargetGroup{}
+	for _, p := range procs {
+		if p.Ops == "" {
+			continue
+		}
+		groups = append(groups, promTargetGroup{
+			Targets: []string{strings.TrimPrefix(p.Ops, "http://")},
+			Labels:  map[string]string{"service": p.Service, "instance_name": p.Name},
+		})
+	}
+	b, err := json.MarshalIndent(groups, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write Prometheus targets: %w", err)
+	}
+	return nil
 }
