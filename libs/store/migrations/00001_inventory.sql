@@ -15,13 +15,16 @@
 -- the inventory writes the devices row in the same transaction as the
 -- others. A foreign key would add a per-row trigger that locks the parent
 -- row, which costs about a quarter of the ingest throughput.
+--
+-- fillfactor 80 on the tables every hello updates (last seen, hello group)
+-- leaves room in each page for HOT updates, which skip the indexes.
 
 -- +goose Up
 CREATE TABLE devices (
     uuid       uuid PRIMARY KEY,
     first_seen timestamptz NOT NULL, -- earliest event time about the device
     last_seen  timestamptz NOT NULL  -- latest event time about the device
-);
+) WITH (fillfactor = 80);
 
 CREATE TABLE oob_capability (
     uuid uuid PRIMARY KEY, -- a devices row; see "No foreign keys" above
@@ -57,7 +60,7 @@ CREATE TABLE oob_capability (
     kvm             boolean NOT NULL DEFAULT false,
     config_at       timestamptz,
     config_event_id text COLLATE "C"
-);
+) WITH (fillfactor = 80);
 
 -- GET /v1/devices?state=... pages through one state in uuid order.
 CREATE INDEX oob_capability_state_uuid ON oob_capability (provisioning_state, uuid);
@@ -80,7 +83,7 @@ CREATE TABLE device_location (
     -- monotonic times, merged with GREATEST (no group needed)
     last_hello_at timestamptz,
     last_seen     timestamptz
-);
+) WITH (fillfactor = 80);
 
 CREATE TABLE device_identification (
     uuid uuid PRIMARY KEY, -- a devices row; see "No foreign keys" above
