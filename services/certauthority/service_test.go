@@ -42,7 +42,9 @@ func fingerprint(der []byte, alg string) string {
 	return hex.EncodeToString(s[:])
 }
 
-func keyring(t *testing.T) *secrets.Keyring {
+func keyring(t *testing.T) *secrets.Keyring { t.Helper(); return keyringB(t) }
+
+func keyringB(t testing.TB) *secrets.Keyring {
 	t.Helper()
 	k, err := secrets.NewKeyring("k1", map[string][]byte{"k1": bytes.Repeat([]byte{7}, 32), "old": bytes.Repeat([]byte{9}, 32)})
 	if err != nil {
@@ -101,7 +103,14 @@ func (e *env) replica(t *testing.T, cfg ca.Config) (*ca.CA, *tracetest.SpanRecor
 	return c, rec
 }
 
+func rsaPubB(b testing.TB) (*rsa.PrivateKey, string, string) { b.Helper(); return rsaPubBits(b, 2048) }
+
 func rsaPub(t *testing.T, bits int) (*rsa.PrivateKey, string, string) {
+	t.Helper()
+	return rsaPubBits(t, bits)
+}
+
+func rsaPubBits(t testing.TB, bits int) (*rsa.PrivateKey, string, string) {
 	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
