@@ -154,7 +154,7 @@ func (r *upRun) stopAll(ctx context.Context) error {
 			r.log.Error("stop failed", "stage", s.name, "err", err)
 			continue
 		}
-		r.log.Info("stopped", "stage", s.name, "took", time.Since(start).Round(time.Millisecond))
+		r.log.Info("stopped", "stage", s.name, "took", time.Since(start).Round(time.Millisecond).String())
 	}
 	return errors.Join(errs...)
 }
@@ -206,6 +206,12 @@ func (r *upRun) start(ctx context.Context) error {
 	dir, err := filepath.Abs(o.dir)
 	if err != nil {
 		return fmt.Errorf("--dir: %w", err)
+	}
+	// The run dir stays world-searchable: the private PostgreSQL runs as
+	// the postgres user when amtprov runs as root. What is private (logs,
+	// credentials, keys) lives in 0700 subdirectories.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("run dir: %w", err)
 	}
 	logDir := filepath.Join(dir, "logs")
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
@@ -357,7 +363,7 @@ func (r *upRun) plan(binDir string) ([]upService, error) {
 			if r.o.explicit[s.name] {
 				return nil, fmt.Errorf("%s not found in %s: run `make build`", s.name, binDir)
 			}
-			r.log.Warn("service binary not found; not starting it", "service", s.name, "bin_dir", binDir)
+			r.log.Warn("service binary not found; not starting it", "binary", s.name, "bin_dir", binDir)
 			continue
 		}
 		out = append(out, s)
