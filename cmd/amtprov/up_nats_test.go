@@ -250,6 +250,7 @@ func TestNATSServicePathsWork(t *testing.T) {
 	for _, c := range []struct{ user, durable, filter string }{
 		{"inventory", "inventory", ""},
 		{"provisioner", "provisioner", events.SubjectDeviceHello + ".>"},
+		{"discovery", "discovery-verify", events.SubjectDeviceHello + ".>"},
 	} {
 		cfg := bus.ConsumerConfig{Durable: c.durable}
 		if c.filter != "" {
@@ -276,6 +277,28 @@ func TestNATSServicePathsWork(t *testing.T) {
 		if n != 1 || batch.Error() != nil {
 			t.Fatalf("%s fetched %d messages (%v), want 1", c.user, n, batch.Error())
 		}
+	}
+
+	// Discovery's shard work queue (its own stream AMT_WORK).
+	djs := js("discovery")
+	if _, err := djs.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "AMT_WORK", Subjects: []string{"amt.work.>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatalf("discovery AMT_WORK stream: %v", err)
+	}
+	shards, err := djs.CreateOrUpdateConsumer(ctx, "AMT_WORK", jetstream.ConsumerConfig{Durable: "discovery-shards",
+		FilterSubject: "amt.work.discovery.shard", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("discovery shard consumer: %v", err)
+	}
+	if _, err := djs.Publish(ctx, "amt.work.discovery.shard", []byte(`{}`)); err != nil {
+		t.Fatalf("discovery publish shard: %v", err)
+	}
+	shard, err := shards.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatalf("discovery next shard: %v", err)
+	}
+	if err := shard.DoubleAck(ctx); err != nil {
+		t.Fatalf("discovery ack shard: %v", err)
 	}
 
 	// A service cannot take over another's durable.
