@@ -126,10 +126,18 @@ func (c cluster) runningPort(ctx context.Context) (int, bool) {
 func (c cluster) start(ctx context.Context) (int, error) {
 	logFile := filepath.Join(c.dir, "server.log")
 	var lastErr error
-	for range startTries {
-		port, err := freePort()
-		if err != nil {
-			return 0, fmt.Errorf("pglocal: %w", err)
+	for try := range startTries {
+		// The port of the last run first, so that a restarted cluster keeps
+		// its URL (pools of a running process reconnect to it).
+		port, ok := 0, false
+		if try == 0 {
+			port, ok = c.lastPort()
+		}
+		if !ok {
+			var err error
+			if port, err = freePort(); err != nil {
+				return 0, fmt.Errorf("pglocal: %w", err)
+			}
 		}
 		if err := os.WriteFile(filepath.Join(c.dir, "port"), []byte(strconv.Itoa(port)+"\n"), 0o644); err != nil {
 			return 0, fmt.Errorf("pglocal: %w", err)
@@ -155,6 +163,24 @@ func (c cluster) stop(ctx context.Context) error {
 		return fmt.Errorf("pglocal: stop server in %s: %w\n%s", c.data, err, tail(out))
 	}
 	return nil
+}
+
+// lastPort is the port of the previous run if it is free now.
+func (c cluster) lastPort() (int, bool) {
+	b, err := os.ReadFile(filepath.Join(c.dir, "port"))
+	if err != nil {
+		return 0, false
+	}
+	port, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || port <= 0 || port > 65535 {
+		return 0, false
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return 0, false
+	}
+	l.Close()
+	return port, true
 }
 
 func freePort() (int, error) {

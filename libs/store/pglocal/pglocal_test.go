@@ -16,7 +16,7 @@ import (
 
 // TestStartStopRestart initdbs a cluster, checks it answers, that a second
 // Start finds it running at the same URL, and that it starts again after a
-// stop with its data intact.
+// stop, on the same port, with its data intact.
 func TestStartStopRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("initdb and two server starts take a few seconds")
@@ -64,9 +64,13 @@ func TestStartStopRestart(t *testing.T) {
 		t.Fatal("cluster still answers after stop")
 	}
 
+	first := url
 	url, stop, err = pglocal.Start(ctx, dir, log)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
+	}
+	if url != first {
+		t.Errorf("restart moved the cluster from %s to %s; its port was free", first, url)
 	}
 	stopped = false
 	c, err := pgx.Connect(ctx, url)
