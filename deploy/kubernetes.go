@@ -268,9 +268,31 @@ func checkDeployment(im Image, d map[string]any, objs []object, find func(kind, 
 			fail("volume %s: no Secret %s", v["name"], s["secretName"])
 		}
 	}
+	secretMounts := map[string]map[string]any{} // mountPath → Secret
 	for _, m := range asList(c["volumeMounts"]) {
 		if !vols[str(m["name"])] {
 			fail("volumeMount %s: no such volume", m["name"])
+		}
+		for _, v := range asList(pod["volumes"]) {
+			if v["name"] == m["name"] {
+				if sv, ok := v["secret"].(map[string]any); ok {
+					secretMounts[str(m["mountPath"])] = find("Secret", str(sv["secretName"]))
+				}
+			}
+		}
+	}
+	// A *_FILE variable pointing into a mounted Secret names one of its keys.
+	for name, v := range env {
+		if !strings.HasSuffix(name, "_FILE") {
+			continue
+		}
+		sec, ok := secretMounts[path.Dir(v)]
+		if !ok {
+			fail("env %s=%s: no Secret is mounted at %s", name, v, path.Dir(v))
+			continue
+		}
+		if !hasKey(sec, path.Base(v)) {
+			fail("env %s=%s: the Secret mounted at %s has no key %s", name, v, path.Dir(v), path.Base(v))
 		}
 	}
 
