@@ -29,6 +29,7 @@ import (
 	"github.com/amtprov/amtprov/services/discovery"
 	"github.com/amtprov/amtprov/services/hello-listener/listener"
 	"github.com/amtprov/amtprov/services/inventory"
+	"github.com/amtprov/amtprov/services/provisioner"
 	"github.com/amtprov/amtprov/tools/amtsim"
 )
 
@@ -226,6 +227,25 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	}
 	log.Info("development provisioning domain ready", "suffix", amtsim.DefaultDNSSuffix, "root", devRoot.String())
 	devTrust := []amt.RootHash{devRoot}
+
+	// Provisioner: hellos become provisioned devices (dev domain above,
+	// device certificates from the CA); a progress line on stderr.
+	provTel, err := serviceTelemetry(ctx, lc, "provisioner")
+	if err != nil {
+		return err
+	}
+	if err := provisioner.EnsureDefaultProfile(ctx, pool, "default", provisioner.ProfileSettings{SOL: true, IDER: true, KVM: true}); err != nil {
+		return err
+	}
+	prov, err := provisioner.New(provisioner.Config{Instance: host}, provisioner.Deps{Pool: pool, JS: js, NC: nc, Keys: caKeys,
+		Domains: &provisioner.CADomains{DB: pool, Keys: caKeys}, Signer: provisioner.CASigner{Client: certauthority.NewClient(nc)},
+		Tel: provTel, Log: log.With("component", "provisioner")})
+	if err != nil {
+		return err
+	}
+	lc.Go("provisioner", prov.Run)
+	lc.Go("provisioner-progress", func(ctx context.Context) error { return provisioner.Progress(ctx, g.err, prov.Stats, 2*time.Second) })
+	mux.Handle("GET /metrics/provisioner", provTel.Metrics)
 
 	// (wave-2 services are wired above this line)
 

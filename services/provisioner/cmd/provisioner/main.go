@@ -1,0 +1,150 @@
+// Command provisioner runs one provisioner replica: it consumes hellos from
+// the shared durable consumer, provisions the devices (TLS-PKI remote
+// configuration), writes provisioning events through the outbox, and
+// answers the profile/jobs/explain/device admin verbs. /healthz, /readyz
+// and /metrics are on --ops-addr. See package provisioner.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/amtprov/amtprov/libs/bus"
+	"github.com/amtprov/amtprov/libs/secrets"
+	"github.com/amtprov/amtprov/libs/service"
+	"github.com/amtprov/amtprov/libs/store"
+	"github.com/amtprov/amtprov/libs/telemetry"
+	"github.com/amtprov/amtprov/services/certauthority"
+	"github.com/amtprov/amtprov/services/provisioner"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "provisioner:", err)
+		if errors.Is(err, service.ErrUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	// Configuration: flags, with defaults from the environment.
+	fs := flag.NewFlagSet("provisioner", flag.ContinueOnError)
+	var (
+		cfg      provisioner.Config
+		natsCfg  bus.Config
+		dbURL    string
+		opsAddr  string
+		logLevel string
+		replicas int
+	)
+	fs.StringVar(&opsAddr, "ops-addr", service.Env("OPS_ADDR", ":8083"), "address of /healthz, /readyz, /metrics (env OPS_ADDR)")
+	fs.StringVar(&dbURL, "database-url", service.Env("DATABASE_URL", ""), "PostgreSQL URL (env DATABASE_URL; required)")
+	fs.StringVar(&cfg.Durable, "durable", service.Env("PROVISIONER_DURABLE", "provisioner"), "durable consumer shared by replicas (env PROVISIONER_DURABLE)")
+	fs.IntVar(&cfg.Workers, "workers", service.EnvInt("PROVISIONER_WORKERS", 256), "devices worked on at once by this replica (env PROVISIONER_WORKERS)")
+	fs.StringVar(&cfg.Instance, "instance", service.Env("PROVISIONER_INSTANCE", ""), "name of this replica in job leases (env PROVISIONER_INSTANCE; default host-pid-random)")
+	fs.DurationVar(&cfg.Lease, "lease", service.EnvDuration("PROVISIONER_LEASE", 0), "job lease; a dead replica's jobs are taken over after it (env PROVISIONER_LEASE; default 60s)")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", service.EnvDuration("PROVISIONER_ACK_WAIT", 0), "redelivery after a silent replica (env PROVISIONER_ACK_WAIT; default 30s)")
+	fs.IntVar(&cfg.MaxDeliver, "max-deliver", service.EnvInt("PROVISIONER_MAX_DELIVER", 0), "tries per hello before a transient failure is final (env PROVISIONER_MAX_DELIVER; default 10)")
+	fs.IntVar(&cfg.Workflow.DevicePort, "device-port", service.EnvInt("PROVISIONER_DEVICE_PORT", 16993), "devices' TLS port (env PROVISIONER_DEVICE_PORT)")
+	fs.DurationVar(&cfg.Workflow.CallTimeout, "call-timeout", service.EnvDuration("PROVISIONER_CALL_TIMEOUT", 0), "bound on one WS-Man call (env PROVISIONER_CALL_TIMEOUT; default 20s)")
+	fs.DurationVar(&cfg.Workflow.PostCommitPause, "post-commit-pause", service.EnvDuration("PROVISIONER_POST_COMMIT_PAUSE", 0), "wait after CommitChanges before verifying (env PROVISIONER_POST_COMMIT_PAUSE; default 2s)")
+	fs.StringVar(&natsCfg.URL, "nats", service.Env("NATS_URL", "nats://127.0.0.1:4222"), "NATS URL (env NATS_URL)")
+	fs.StringVar(&natsCfg.CredsFile, "nats-creds", service.Env("NATS_CREDS", ""), "NATS credentials file (env NATS_CREDS)")
+	fs.StringVar(&natsCfg.TLSCA, "nats-ca", service.Env("NATS_CA", ""), "CA bundle for NATS TLS (env NATS_CA)")
+	fs.StringVar(&natsCfg.TLSCert, "nats-cert", service.Env("NATS_CERT", ""), "client certificate for NATS TLS (env NATS_CERT)")
+	fs.StringVar(&natsCfg.TLSKey, "nats-key", service.Env("NATS_KEY", ""), "client key for NATS TLS (env NATS_KEY)")
+	fs.IntVar(&replicas, "stream-replicas", service.EnvInt("AMT_STREAM_REPLICAS", 1), "replicas of the AMT stream (env AMT_STREAM_REPLICAS)")
+	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
+	if err := service.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := service.CheckEnv([]string{"PROVISIONER_WORKERS", "PROVISIONER_MAX_DELIVER", "PROVISIONER_DEVICE_PORT", "AMT_STREAM_REPLICAS"},
+		[]string{"PROVISIONER_LEASE", "PROVISIONER_ACK_WAIT", "PROVISIONER_CALL_TIMEOUT", "PROVISIONER_POST_COMMIT_PAUSE"}); err != nil {
+		return fmt.Errorf("%w: %v", service.ErrUsage, err)
+	}
+	if dbURL == "" {
+		return fmt.Errorf("%w: --database-url or DATABASE_URL is required", service.ErrUsage)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("%w: --log-level: %v", service.ErrUsage, err)
+	}
+	// The keyring that seals device credentials and opens provisioning keys.
+	keys, err := secrets.LoadKeyring(os.Getenv)
+	if err != nil {
+		return err
+	}
+
+	// Logger and telemetry.
+	log := telemetry.NewLogger(os.Stderr, "provisioner", level)
+	lc := service.New("provisioner", log)
+	tel, shutdownTel, err := telemetry.New(ctx, "provisioner")
+	if err != nil {
+		return err
+	}
+	lc.OnShutdown("telemetry", shutdownTel)
+
+	// Database.
+	pool, err := store.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	lc.OnShutdown("database", func(context.Context) error { pool.Close(); return nil })
+	if err := store.Migrate(ctx, pool, log); err != nil {
+		return err
+	}
+	lc.Ready("database", pool.Ping)
+
+	// Bus.
+	natsCfg.Name = "provisioner"
+	nc, err := bus.Connect(ctx, natsCfg, log)
+	if err != nil {
+		return err
+	}
+	lc.OnShutdown("nats", func(context.Context) error { return nc.Drain() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{Replicas: replicas}); err != nil {
+		return err
+	}
+	lc.Ready("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+
+	// The service: consumer, outbox relay and admin verbs as one runner.
+	svc, err := provisioner.New(cfg, provisioner.Deps{Pool: pool, JS: js, NC: nc, Keys: keys,
+		Domains: &provisioner.CADomains{DB: pool, Keys: keys}, Signer: provisioner.CASigner{Client: certauthority.NewClient(nc)},
+		Tel: tel, Log: log})
+	if err != nil {
+		return err
+	}
+	lc.Go("provisioner", svc.Run)
+	ln, err := net.Listen("tcp", opsAddr)
+	if err != nil {
+		return fmt.Errorf("ops listener: %w", err)
+	}
+	lc.Serve("ops", ln, lc.OpsHandler(tel.Metrics, nil))
+	log.Info("provisioner ready", "ops", ln.Addr().String(), "workers", cfg.Workers)
+
+	// Run until a signal, then shut down in reverse order.
+	return lc.Run(ctx)
+}
