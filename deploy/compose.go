@@ -124,6 +124,10 @@ func CheckCompose(root string, data []byte, bins map[string]*Binary) []error {
 	}
 
 	// amtprov services.
+	users, err := natsUsers(root)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	for _, im := range Images {
 		if !im.Service {
 			continue
@@ -171,6 +175,9 @@ func CheckCompose(root string, data []byte, bins map[string]*Binary) []error {
 				fail("%s: uses DATABASE_URL but does not wait for postgres to be healthy", im.Binary)
 			}
 		}
+		if users != nil && !users[im.Binary] {
+			fail("%s: deploy/nats/accounts.conf has no NATS user %s", im.Binary, im.Binary)
+		}
 		url, _ := env["NATS_URL"].(string)
 		for _, n := range NATSNodes {
 			if !regexp.MustCompile(`nats://` + regexp.QuoteMeta(im.Binary) + `:\$\{[A-Z_]+\}@` + n + `:4222`).MatchString(url) {
@@ -191,6 +198,19 @@ func CheckCompose(root string, data []byte, bins map[string]*Binary) []error {
 		}
 	}
 	return errs
+}
+
+// natsUsers lists the users OPS's deploy/nats/accounts.conf defines.
+func natsUsers(root string) (map[string]bool, error) {
+	b, err := os.ReadFile(filepath.Join(root, "deploy", "nats", "accounts.conf"))
+	if err != nil {
+		return nil, fmt.Errorf("NATS accounts: %w", err)
+	}
+	users := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)\buser:\s*"?([A-Za-z0-9_-]+)"?`).FindAllStringSubmatch(string(b), -1) {
+		users[m[1]] = true
+	}
+	return users, nil
 }
 
 // natsPasswordVars lists the $AMTPROV_NATS_PASS_* variables OPS's

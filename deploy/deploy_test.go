@@ -274,10 +274,20 @@ func TestChecksRejectBrokenFiles(t *testing.T) {
 		"k8s missing secret key":        k8s("secrets.yaml", "  discovery: nats://discovery:", "  discover: nats://discovery:", "Secret amtprov-nats has no key discovery"),
 		"k8s env typo":                  k8s("inventory.yaml", `- {name: API_ADDR, value: ":8080"}`, `- {name: API_ADDR, value: ":8080"}`+"\n            - {name: INVENTORY_WORKER, value: \"8\"}", "INVENTORY_WORKER is never read"),
 		"k8s secret file not in secret": k8s("provisioner.yaml", "value: /etc/amtprov/secret-keys/AMTPROV_SECRET_KEYS}", "value: /etc/amtprov/secret-keys/keys}", "has no key keys"),
-		"k8s no pdb":                    k8s("certauthority.yaml", "kind: PodDisruptionBudget", "kind: PodDisruptionBudgetX", "no PodDisruptionBudget"),
-		"k8s hpa without lag":           k8s("provisioner-hpa.yaml", "name: amtprov_bus_consumer_lag", "name: nats_consumer_pending", "amtprov_bus_consumer_lag"),
-		"k8s unlisted manifest":         k8s("kustomization.yaml", "  - discovery.yaml\n", "", "does not list discovery.yaml"),
-		"k8s secrets in kustomization":  k8s("kustomization.yaml", "  - config.yaml\n", "  - config.yaml\n  - secrets.yaml\n", "overwrite real secrets"),
+		"k8s shared nats user":          k8s("secrets.yaml", "  certauthority: nats://certauthority:", "  certauthority: nats://ops:", "the service's own NATS user"),
+		"compose nats user unknown": func(t *testing.T) {
+			root := copyTree(t, r.root, "deploy/nats", "deploy/jaeger")
+			conf := filepath.Join(root, "deploy", "nats", "accounts.conf")
+			files := mutate(t, map[string][]byte{"a": r.read(t, "deploy/nats/accounts.conf")}, "a", "user: inventory,", "user: inventory2,")
+			if err := os.WriteFile(conf, files["a"], 0o600); err != nil {
+				t.Fatal(err)
+			}
+			wantError(t, deploy.CheckCompose(root, r.files["docker-compose.yml"], r.bins), "no NATS user inventory")
+		},
+		"k8s no pdb":                   k8s("certauthority.yaml", "kind: PodDisruptionBudget", "kind: PodDisruptionBudgetX", "no PodDisruptionBudget"),
+		"k8s hpa without lag":          k8s("provisioner-hpa.yaml", "name: amtprov_bus_consumer_lag", "name: nats_consumer_pending", "amtprov_bus_consumer_lag"),
+		"k8s unlisted manifest":        k8s("kustomization.yaml", "  - discovery.yaml\n", "", "does not list discovery.yaml"),
+		"k8s secrets in kustomization": k8s("kustomization.yaml", "  - config.yaml\n", "  - config.yaml\n  - secrets.yaml\n", "overwrite real secrets"),
 		"nats values single node": func(t *testing.T) {
 			files := mutate(t, r.files, "deploy/k8s/nats/values.yaml", "replicas: 3", "replicas: 1")
 			wantError(t, deploy.CheckNATSValues(r.root, files["deploy/k8s/nats/values.yaml"]), "replicas must be 3")
@@ -290,4 +300,30 @@ func TestChecksRejectBrokenFiles(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, tc)
 	}
+}
+
+// copyTree copies the given directories of root into a new temporary root.
+func copyTree(t *testing.T, root string, dirs ...string) string {
+	t.Helper()
+	dst := t.TempDir()
+	for _, d := range dirs {
+		err := filepath.WalkDir(filepath.Join(root, d), func(p string, e os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			if e.IsDir() {
+				return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dst, rel), b, 0o600)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
 }

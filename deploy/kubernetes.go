@@ -122,6 +122,10 @@ func CheckKubernetes(files map[string][]byte, bins map[string]*Binary) []error {
 			continue
 		}
 		errs = append(errs, checkDeployment(im, d, objs, find, bins[im.Binary])...)
+		// Its NATS URL logs in as its own user (deploy/nats/accounts.conf).
+		if u, _ := get(find("Secret", "amtprov-nats"), "stringData", im.Binary).(string); !strings.HasPrefix(u, "nats://"+im.Binary+":") {
+			fail("Secret amtprov-nats key %s must be nats://%s:<password>@..., the service's own NATS user", im.Binary, im.Binary)
+		}
 	}
 
 	// Provisioner autoscaling: CPU and consumer lag.
