@@ -135,14 +135,3 @@ docs/*
 		}
 	}
 }
-
-func FuzzParse(f *testing.F) {
-	f.Add("FROM scratch\nCOPY --from=b /a /b\n")
-	f.Add("# syntax=x\nFROM a AS b\nRUN a \\\n b\nENTRYPOINT [\"x\"]\n")
-	f.Fuzz(func(t *testing.T, src string) {
-		df, err := dockerfile.Parse(strings.NewReader(src))
-		if err == nil && len(df.Stages) == 0 {
-			t.Fatal("no error and no stage")
-		}
-	})
-}
