@@ -291,6 +291,7 @@ func (r *upRun) start(ctx context.Context) error {
 	// The services, each replica its own process.
 	common := []string{
 		"AMT_STREAM_REPLICAS=" + fmt.Sprint(o.natsNodes),
+		"AMT_WORK_REPLICAS=" + fmt.Sprint(o.natsNodes),
 		"NATS_CREDS=", "NATS_CA=", "NATS_CERT=", "NATS_KEY=",
 		"OTEL_TRACES_EXPORTER=otlp",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + jaeger.otlpHTTP,
