@@ -267,7 +267,7 @@ func TestChecksRejectBrokenFiles(t *testing.T) {
 		"compose healthy without healthcheck": compose("    healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready", "    x-healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready",
 			"postgres has no healthcheck"),
 		"k8s readiness path":            k8s("inventory.yaml", "path: /readyz", "path: /ready", "want /readyz"),
-		"k8s liveness wrong port":       k8s("hello-listener.yaml", "httpGet: {path: /healthz, port: ops}", "httpGet: {path: /healthz, port: hello}", "livenessProbe port 9971"),
+		"k8s liveness wrong port":       k8s("hello-listener.yaml", "livenessProbe:\n            httpGet: {path: /healthz, port: ops}", "livenessProbe:\n            httpGet: {path: /healthz, port: hello}", "livenessProbe port 9971"),
 		"k8s writable root":             k8s("provisioner.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"),
 		"k8s no limits":                 k8s("discovery.yaml", `limits: {cpu: "1", memory: 256Mi}`, `limits: {cpu: "1"}`, "limits.memory"),
 		"k8s real secret":               k8s("secrets.yaml", "AMTPROV_SECRET_KEYS: k1:REPLACE_ME", "AMTPROV_SECRET_KEYS: k1:c2VjcmV0", "not a REPLACE_ME placeholder"),
@@ -284,6 +284,7 @@ func TestChecksRejectBrokenFiles(t *testing.T) {
 			}
 			wantError(t, deploy.CheckCompose(root, r.files["docker-compose.yml"], r.bins), "no NATS user inventory")
 		},
+		"k8s startup probe on readyz":  k8s("provisioner.yaml", "startupProbe:\n            httpGet: {path: /healthz", "startupProbe:\n            httpGet: {path: /readyz", "startupProbe path /readyz"),
 		"k8s no pdb":                   k8s("certauthority.yaml", "kind: PodDisruptionBudget", "kind: PodDisruptionBudgetX", "no PodDisruptionBudget"),
 		"k8s hpa without lag":          k8s("provisioner-hpa.yaml", "name: amtprov_bus_consumer_lag", "name: nats_consumer_pending", "amtprov_bus_consumer_lag"),
 		"k8s unlisted manifest":        k8s("kustomization.yaml", "  - discovery.yaml\n", "", "does not list discovery.yaml"),

@@ -310,8 +310,11 @@ func checkDeployment(im Image, d map[string]any, objs []object, find func(kind, 
 			ports[name] = s
 		}
 	}
-	for _, pr := range []struct{ field, path string }{{"readinessProbe", "/readyz"}, {"livenessProbe", "/healthz"}} {
+	for _, pr := range []struct{ field, path string }{{"readinessProbe", "/readyz"}, {"livenessProbe", "/healthz"}, {"startupProbe", "/healthz"}} {
 		hg, _ := get(c, pr.field, "httpGet").(map[string]any)
+		if pr.field == "startupProbe" && c[pr.field] == nil {
+			continue // optional
+		}
 		if hg == nil {
 			fail("%s must be an httpGet on %s", pr.field, pr.path)
 			continue
