@@ -79,3 +79,20 @@ func (c *CADomains) Domains(ctx context.Context) ([]workflow.Domain, error) {
 	c.cached, c.at = out, time.Now()
 	return out, nil
 }
+
+// Aliases for wiring code outside this module (the workflow package is
+// internal): what Deps.Domains and Deps.Signer deal in.
+type (
+	// Domain is a provisioning domain with its chain and key.
+	Domain = workflow.Domain
+	// DomainSource lists provisioning domains.
+	DomainSource = workflow.DomainSource
+	// CertRequest asks for a device TLS certificate.
+	CertRequest = workflow.CertRequest
+	// Cert is a signed device certificate.
+	Cert = workflow.Cert
+	// Signer signs device TLS certificates.
+	Signer = workflow.Signer
+	// WorkflowConfig tunes the device conversation.
+	WorkflowConfig = workflow.Config
+)

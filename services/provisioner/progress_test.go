@@ -35,7 +35,9 @@ func TestProgressPrintsWhileBusyAndOnceWhenIdle(t *testing.T) {
 	var out syncBuf
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- provisioner.Progress(ctx, &out, func() provisioner.Stats { return *cur.Load() }, 10*time.Millisecond) }()
+	go func() {
+		done <- provisioner.Progress(ctx, &out, func() provisioner.Stats { return *cur.Load() }, 10*time.Millisecond)
+	}()
 	eventually(t, "busy lines", 5*time.Second, func() (bool, string) {
 		l := out.lines()
 		return len(l) >= 2, strings.Join(l, "|")
