@@ -253,6 +253,7 @@ func TestChecksRejectBrokenFiles(t *testing.T) {
 		"dockerfile exposes unknown port":       dockerfile(inv, "EXPOSE 8080", "EXPOSE 8080 9999", "EXPOSE 9999"),
 		"dockerfile shell-form entrypoint":      dockerfile(inv, `ENTRYPOINT ["/usr/local/bin/inventory"]`, "ENTRYPOINT /usr/local/bin/inventory", "ENTRYPOINT"),
 		"dockerfile single stage":               dockerfile(inv, "FROM "+deploy.RuntimeImage, "# no runtime stage", "multi-stage"),
+		"dockerfile mount without syntax":       dockerfile(inv, "# syntax=docker/dockerfile:1\n", "", "needs BuildKit"),
 		"dockerignore drops libs": func(t *testing.T) {
 			files := mutate(t, r.files, ".dockerignore", "\ndocs\n", "\ndocs\nlibs\n")
 			wantError(t, deploy.CheckDockerignore(r.root, files[".dockerignore"]), "excludes libs/go.mod")

@@ -71,6 +71,9 @@ func CheckDockerfile(root string, im Image, data []byte, bin *Binary) []error {
 			continue
 		}
 		built = true
+		if _, ok := run.Flags["mount"]; ok && df.Directives["syntax"] == "" {
+			fail("line %d: RUN --mount needs BuildKit: start the file with # syntax=docker/dockerfile:1", run.Line)
+		}
 		if !regexp.MustCompile(`(^|\s)CGO_ENABLED=0\s`).MatchString(run.Raw) && build.Env()["CGO_ENABLED"] != "0" {
 			fail("line %d: go build without CGO_ENABLED=0 (the runtime image has no libc)", run.Line)
 		}
