@@ -175,13 +175,15 @@ func CheckCompose(root string, data []byte, bins map[string]*Binary) []error {
 				fail("%s: uses DATABASE_URL but does not wait for postgres to be healthy", im.Binary)
 			}
 		}
-		if users != nil && !users[im.Binary] {
-			fail("%s: deploy/nats/accounts.conf has no NATS user %s", im.Binary, im.Binary)
+		passVar, ok := users[im.Binary]
+		if users != nil && (!ok || passVar == "") {
+			fail("%s: deploy/nats/accounts.conf has no NATS user %s with a $VARIABLE password", im.Binary, im.Binary)
 		}
 		url, _ := env["NATS_URL"].(string)
 		for _, n := range NATSNodes {
-			if !regexp.MustCompile(`nats://` + regexp.QuoteMeta(im.Binary) + `:\$\{[A-Z_]+\}@` + n + `:4222`).MatchString(url) {
-				fail("%s: NATS_URL must list %s with the service's own user (nats://%s:${PASSWORD}@%s:4222)", im.Binary, n, im.Binary, n)
+			want := "nats://" + im.Binary + ":${" + passVar + "}@" + n + ":4222"
+			if !strings.Contains(url, want) {
+				fail("%s: NATS_URL must list %s as the service's own user: %s", im.Binary, n, want)
 			}
 		}
 		if b := bins[im.Binary]; b != nil {
@@ -200,15 +202,17 @@ func CheckCompose(root string, data []byte, bins map[string]*Binary) []error {
 	return errs
 }
 
-// natsUsers lists the users OPS's deploy/nats/accounts.conf defines.
-func natsUsers(root string) (map[string]bool, error) {
+// natsUsers maps each user OPS's deploy/nats/accounts.conf defines to the
+// variable its password comes from ("" when the password is not a variable).
+func natsUsers(root string) (map[string]string, error) {
 	b, err := os.ReadFile(filepath.Join(root, "deploy", "nats", "accounts.conf"))
 	if err != nil {
 		return nil, fmt.Errorf("NATS accounts: %w", err)
 	}
-	users := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)\buser:\s*"?([A-Za-z0-9_-]+)"?`).FindAllStringSubmatch(string(b), -1) {
-		users[m[1]] = true
+	users := map[string]string{}
+	re := regexp.MustCompile(`\buser:\s*"?([A-Za-z0-9_-]+)"?\s*,?\s*(?:password:\s*\$([A-Z0-9_]+))?`)
+	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+		users[m[1]] = m[2]
 	}
 	return users, nil
 }

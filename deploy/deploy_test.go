@@ -265,6 +265,7 @@ func TestChecksRejectBrokenFiles(t *testing.T) {
 		"compose nats password missing": compose("  AMTPROV_NATS_PASS_SYS: ${AMTPROV_NATS_PASS_SYS:?run scripts/compose-env.sh > .env}\n", "",
 			"reads $AMTPROV_NATS_PASS_SYS"),
 		"compose service on one nats node": compose("hello-listener:${AMTPROV_NATS_PASS_HELLO_LISTENER}@nats-3:4222", "hello-listener:${AMTPROV_NATS_PASS_HELLO_LISTENER}@nats-2:4222", "NATS_URL must list nats-3"),
+		"compose another user's password":  compose("certauthority:${AMTPROV_NATS_PASS_CERTAUTHORITY}@nats-1", "certauthority:${AMTPROV_NATS_PASS_OPS}@nats-1", "NATS_URL must list nats-1"),
 		"compose healthy without healthcheck": compose("    healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready", "    x-healthcheck:\n      test: [\"CMD-SHELL\", \"pg_isready",
 			"postgres has no healthcheck"),
 		"k8s readiness path":            k8s("inventory.yaml", "path: /readyz", "path: /ready", "want /readyz"),
@@ -283,7 +284,7 @@ func TestChecksRejectBrokenFiles(t *testing.T) {
 			if err := os.WriteFile(conf, files["a"], 0o600); err != nil {
 				t.Fatal(err)
 			}
-			wantError(t, deploy.CheckCompose(root, r.files["docker-compose.yml"], r.bins), "no NATS user inventory")
+			wantError(t, deploy.CheckCompose(root, r.files["docker-compose.yml"], r.bins), "no NATS user inventory with")
 		},
 		"k8s startup probe on readyz":  k8s("provisioner.yaml", "startupProbe:\n            httpGet: {path: /healthz", "startupProbe:\n            httpGet: {path: /readyz", "startupProbe path /readyz"),
 		"k8s no pdb":                   k8s("certauthority.yaml", "kind: PodDisruptionBudget", "kind: PodDisruptionBudgetX", "no PodDisruptionBudget"),
