@@ -264,7 +264,7 @@ func TestRestartMidStream(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	_, js := bustest.Connect(t)
 	tel, _ := telemetry.NewForTest("inventory")
-	const devices = 1500
+	const devices = 1000
 	evs := fleet(t, devices, 2)
 	publish(t, js, evs)
 	total := uint64(len(evs))
@@ -326,7 +326,7 @@ func TestCrashMidStream(t *testing.T) {
 	url := bustest.RunServer(t)
 	_, js := bustest.ConnectTo(t, url)
 	tel, _ := telemetry.NewForTest("inventory")
-	const devices = 1500
+	const devices = 600
 	publish(t, js, fleet(t, devices, 5))
 
 	pool := storetest.New(t)
