@@ -19,6 +19,8 @@ type repo struct {
 	bins  map[string]*deploy.Binary
 	files map[string][]byte // relative path → content
 	k8s   map[string][]byte // deploy/k8s manifests, relative to deploy/k8s
+
+	composeSchema, k8sSchema *schemacheck.Schema
 }
 
 func loadRepo(t *testing.T) *repo {
@@ -31,7 +33,10 @@ func loadRepo(t *testing.T) *repo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &repo{root: root, bins: bins, files: map[string][]byte{}, k8s: map[string][]byte{}}
+	r := &repo{root: root, bins: bins, files: map[string][]byte{}, k8s: map[string][]byte{},
+		composeSchema: loadSchema(t, "compose/compose-spec.json"),
+		k8sSchema:     loadSchema(t, "kubernetes/kubernetes-strict.json"),
+	}
 	for _, im := range deploy.Images {
 		if bins[im.Binary] == nil {
 			// Being written by another engineer: the checks that need the
@@ -79,11 +84,19 @@ func noErrors(t *testing.T, errs []error) {
 	}
 }
 
-// TestRepository runs every check on the repository's own files.
-func TestRepository(t *testing.T) {
+// TestDeploy loads the repository once (go list of every image's binary
+// is the slow part) and runs every check on its files, then on broken
+// copies of them.
+func TestDeploy(t *testing.T) {
 	r := loadRepo(t)
-	compose := loadSchema(t, "compose/compose-spec.json")
-	k8s := loadSchema(t, "kubernetes/kubernetes-strict.json")
+	t.Run("repository", func(t *testing.T) { testRepository(t, r) })
+	t.Run("schemas reject broken files", func(t *testing.T) { testSchemasRejectBrokenFiles(t, r) })
+	t.Run("checks reject broken files", func(t *testing.T) { testChecksRejectBrokenFiles(t, r) })
+}
+
+// testRepository runs every check on the repository's own files.
+func testRepository(t *testing.T, r *repo) {
+	compose, k8s := r.composeSchema, r.k8sSchema
 
 	t.Run("dockerfiles", func(t *testing.T) {
 		for _, im := range deploy.Images {
@@ -170,12 +183,10 @@ func wantError(t *testing.T, errs []error, substr string) {
 	t.Fatalf("errors %v: none contains %q", errors.Join(errs...), substr)
 }
 
-// TestSchemasRejectBrokenFiles proves the schema validation fails on broken
+// testSchemasRejectBrokenFiles proves the schema validation fails on broken
 // copies of the real files.
-func TestSchemasRejectBrokenFiles(t *testing.T) {
-	r := loadRepo(t)
-	compose := loadSchema(t, "compose/compose-spec.json")
-	k8s := loadSchema(t, "kubernetes/kubernetes-strict.json")
+func testSchemasRejectBrokenFiles(t *testing.T, r *repo) {
+	compose, k8s := r.composeSchema, r.k8sSchema
 	tests := []struct {
 		name, file, old, new string
 		schema               *schemacheck.Schema
@@ -214,10 +225,9 @@ func TestSchemasRejectBrokenFiles(t *testing.T) {
 	}
 }
 
-// TestChecksRejectBrokenFiles proves the topology and Dockerfile checks
+// testChecksRejectBrokenFiles proves the topology and Dockerfile checks
 // fail on broken copies of the real files.
-func TestChecksRejectBrokenFiles(t *testing.T) {
-	r := loadRepo(t)
+func testChecksRejectBrokenFiles(t *testing.T, r *repo) {
 	hello, _ := deploy.ImageFor("hello-listener")
 	inv, _ := deploy.ImageFor("inventory")
 	dockerfile := func(im deploy.Image, old, new, want string) func(*testing.T) {
