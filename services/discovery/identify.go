@@ -50,6 +50,7 @@ type identifier struct {
 	httpPort int
 	timeout  time.Duration
 	tracer   trace.TracerProvider
+	sem      chan struct{} // shared by the replica's shards; nil: unbounded
 
 	mu   sync.Mutex
 	used map[string]credential // by device UUID: the credentials that opened it
@@ -101,6 +102,14 @@ func (id *identifier) Identify(ctx context.Context, a netip.Addr, seen sweep.Fou
 	if len(cands) == 0 {
 		return sweep.Identity{}, sweep.ErrNoCredentials
 	}
+	if id.sem != nil {
+		select {
+		case id.sem <- struct{}{}:
+			defer func() { <-id.sem }()
+		case <-ctx.Done():
+			return sweep.Identity{}, fmt.Errorf("identify %v: wait for a slot: %w", a, ctx.Err())
+		}
+	}
 	tlsOpen := slices.Contains(seen.Ports, id.tlsPort)
 	var errs []error
 	for _, c := range cands {
@@ -129,7 +138,7 @@ var (
 )
 
 func (id *identifier) try(ctx context.Context, a netip.Addr, c credential, tlsOpen bool) (sweep.Identity, error) {
-	cfg := wsman.Config{Username: c.username, Password: c.password, Timeout: id.timeout, DialTimeout: min(id.timeout, 3*time.Second), Tracer: id.tracer}
+	cfg := wsman.Config{Username: c.username, Password: c.password, Timeout: id.timeout, DialTimeout: min(id.timeout, 5*time.Second), Tracer: id.tracer}
 	var (
 		mu       sync.Mutex
 		certHash string

@@ -52,7 +52,9 @@ type Config struct {
 	Name string
 	// ShardBits is the prefix length of a shard (default 24).
 	ShardBits int
-	// ShardWorkers is how many shards this replica sweeps at once (default 16).
+	// ShardWorkers is how many shards this replica sweeps at once (default
+	// 64): a shard spends most of its time waiting (pongs, per-device
+	// spacing), so many run at once within the same packet budget.
 	ShardWorkers int
 	// GlobalRate caps this replica's packets per second over all shards
 	// (default 20000); each target's rate_limit applies within it.
@@ -75,6 +77,12 @@ type Config struct {
 	ShardDurable, VerifyDurable string
 	// WorkReplicas is the AMT_WORK stream's replica count (default 1).
 	WorkReplicas int
+	// IdentifyConcurrency bounds WS-Man identifications in flight in this
+	// replica (default 32): each is a TLS handshake and a dozen digest
+	// round trips, and a burst of them must not starve the probes.
+	IdentifyConcurrency int
+	// WSManTimeout bounds one WS-Man call of an identification (default 10 s).
+	WSManTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -85,7 +93,7 @@ func (c *Config) defaults() {
 		c.ShardBits = 24
 	}
 	if c.ShardWorkers == 0 {
-		c.ShardWorkers = 16
+		c.ShardWorkers = 64
 	}
 	if c.GlobalRate == 0 {
 		c.GlobalRate = 20000
@@ -110,6 +118,12 @@ func (c *Config) defaults() {
 	}
 	if c.WorkReplicas == 0 {
 		c.WorkReplicas = 1
+	}
+	if c.IdentifyConcurrency == 0 {
+		c.IdentifyConcurrency = 32
+	}
+	if c.WSManTimeout == 0 {
+		c.WSManTimeout = 10 * time.Second
 	}
 	if c.Sweep.RMCPPort == 0 {
 		c.Sweep.RMCPPort = sweep.DefaultRMCPPort
@@ -225,6 +239,8 @@ type Service struct {
 
 	limMu    sync.Mutex
 	limiters map[string]*targetLimiter // by scan id + target: one target's budget in this replica
+
+	identSem chan struct{} // identifications in flight
 }
 
 type targetLimiter struct {
@@ -249,6 +265,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		pub:      bus.NewPublisher(d.JS, "/discovery/"+cfg.Name, d.Tel),
 		global:   rate.NewLimiter(rate.Limit(cfg.GlobalRate), max(1, int(cfg.GlobalRate/10))),
 		limiters: map[string]*targetLimiter{},
+		identSem: make(chan struct{}, max(1, cfg.IdentifyConcurrency)),
 	}, nil
 }
 
@@ -637,7 +654,7 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	id.tlsPort, id.httpPort, id.tracer = m.TLSPort, m.HTTPPort, s.d.Tel.Tracer
-	id.timeout = 5 * time.Second
+	id.timeout, id.sem = s.cfg.WSManTimeout, s.identSem
 	cfg := s.cfg.Sweep
 	cfg.RMCPPort, cfg.HTTPPort, cfg.TLSPort, cfg.TCPAll = m.RMCPPort, m.HTTPPort, m.TLSPort, m.TCPAll
 	cfg.Shared, cfg.Global = s.limiterFor(m), s.global
@@ -645,6 +662,15 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 	if err != nil {
 		s.retry(ctx, msg, log, err)
 		return
+	}
+	for _, f := range res.Found {
+		if f.IdentifyError != "" {
+			// wsman errors never carry a credential (libs/wsman doc).
+			log.Warn("device not identified", "addr", f.Addr.String(), "err", f.IdentifyError)
+		}
+	}
+	if res.Stats.BadPongs > 0 || res.Stats.BadBanners > 0 {
+		log.Info("answers that were not AMT", "bad_pongs", res.Stats.BadPongs, "bad_banners", res.Stats.BadBanners)
 	}
 	done, completed, err := s.repo.finishShard(ctx, shardOutcome{msg: m, res: res, worker: s.cfg.Name, deliveries: deliveries, source: "/discovery/" + s.cfg.Name, id: id})
 	if err != nil {

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 
 // harness is one database, one NATS server and a keyring shared by replicas.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	pool *pgxpool.Pool
 	url  string
 	keys *secrets.Keyring
@@ -43,7 +43,7 @@ type harness struct {
 	js   jetstream.JetStream
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	keys, err := secrets.NewKeyring("k1", map[string][]byte{"k1": make32(7)})
 	if err != nil {
@@ -51,27 +51,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h := &harness{t: t, pool: storetest.New(t), url: bustest.RunServer(t), keys: keys}
 	h.nc, h.js = bustest.ConnectTo(t, h.url)
-	narrowStream(t, h.js)
 	return h
-}
-
-// narrowStream works around a foundation issue (reported): the AMT
-// stream's subjects amt.v1.> also capture request/reply subjects
-// (amt.v1.admin.>, amt.v1.ca.sign), so JetStream answers every admin
-// request with a PubAck, which arrives before the service's reply. The test
-// stream keeps the event subjects only.
-func narrowStream(t *testing.T, js jetstream.JetStream) {
-	t.Helper()
-	ctx := context.Background()
-	st, err := js.Stream(ctx, events.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := st.CachedInfo().Config
-	cfg.Subjects = []string{"amt.v1.device.>", "amt.v1.provisioning.>", "amt.v1.cert.>", "amt.v1.scan.>"}
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func make32(b byte) []byte {
@@ -84,7 +64,10 @@ func make32(b byte) []byte {
 
 // replica starts a discovery replica; kill stops it abruptly (its NATS
 // connection is cut before anything can be handed back).
-func (h *harness) replica(name string) (kill func()) {
+func (h *harness) replica(name string) (kill func()) { return h.replicaWith(name, nil) }
+
+// replicaWith starts a replica whose configuration mod may change.
+func (h *harness) replicaWith(name string, mod func(*discovery.Config)) (kill func()) {
 	t := h.t
 	t.Helper()
 	nc, err := nats.Connect(h.url, nats.Name(name))
@@ -96,14 +79,18 @@ func (h *harness) replica(name string) (kill func()) {
 		t.Fatal(err)
 	}
 	tel, _ := telemetry.NewForTest("discovery")
-	svc, err := discovery.New(discovery.Config{
+	cfg := discovery.Config{
 		Name: name, AckWait: 2 * time.Second, ShardWorkers: 8, GlobalRate: 100000, ScheduleEvery: -1,
 		Sweep: sweep.Config{
 			RMCPPort: simfleet.RMCPPort, HTTPPort: simfleet.HTTPPort, TLSPort: simfleet.TLSPort,
 			PerDeviceInterval: 20 * time.Millisecond, PingWait: 400 * time.Millisecond,
 			ConnectTimeout: time.Second, ReadTimeout: time.Second, Concurrency: 64,
 		},
-	}, discovery.Deps{Pool: h.pool, NC: nc, JS: js, Keys: h.keys, Tel: tel, Log: testLogger(t)})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	svc, err := discovery.New(cfg, discovery.Deps{Pool: h.pool, NC: nc, JS: js, Keys: h.keys, Tel: tel, Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,11 +132,11 @@ func (h *harness) replica(name string) (kill func()) {
 }
 
 // testLogger writes warnings and errors to the test log.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))

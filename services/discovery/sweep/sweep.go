@@ -12,8 +12,9 @@
 //     banner gives the full firmware version. A setup-mode device's TLS
 //     port demands the provisioning chain (§6.1), so on 16993 only a
 //     post-provisioning device gets a TLS handshake and a GET /;
-//  3. when an Identifier holds credentials for the address, an
-//     authenticated WS-Man identification (UUID, host name, domain,
+//  3. for a post-provisioning device (or one whose state is unknown) an
+//     Identifier holds credentials for, an authenticated WS-Man
+//     identification (UUID, host name, domain,
 //     version, SKU, state, control mode, MAC).
 //
 // Politeness. Every datagram and every TCP connection takes a token from
@@ -58,10 +59,10 @@ const (
 	DefaultRate              = 1000 // packets (datagrams + connections) per second
 	DefaultConcurrency       = 256
 	DefaultPerDeviceInterval = 500 * time.Millisecond
-	DefaultPingWait          = 1500 * time.Millisecond
+	DefaultPingWait          = 3 * time.Second // MeshCentral collects pongs for 3 s (PROTOCOL.md §9.2)
 	DefaultConnectTimeout    = 2 * time.Second
 	DefaultReadTimeout       = 3 * time.Second
-	DefaultIdentifyTimeout   = 20 * time.Second
+	DefaultIdentifyTimeout   = 60 * time.Second // includes waiting for an identification slot
 )
 
 // Config tunes one sweep. Zero values take the defaults.
@@ -461,7 +462,12 @@ func (s *sweeper) device(ctx context.Context, a netip.Addr, p *probe.Pong) *Foun
 	}
 	f.SeenAt = time.Now().UTC()
 	slices.Sort(f.Ports)
-	if s.id != nil && (tlsOpen || slices.Contains(f.Ports, s.cfg.HTTPPort)) {
+	// Only a provisioned device has admin credentials to try (§2.1: setup
+	// mode exposes the discovery surface and nothing else; its TLS port
+	// demands the provisioning chain), so setup-mode and factory devices are
+	// not offered to the identifier.
+	provisioned := f.State == "post" || f.State == ""
+	if s.id != nil && provisioned && (tlsOpen || slices.Contains(f.Ports, s.cfg.HTTPPort)) {
 		s.identify(ctx, f)
 	}
 	return f

@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string) error {
 		replicas int
 	)
 	fs.StringVar(&dbURL, "database-url", service.Env("DATABASE_URL", ""), "PostgreSQL URL (env DATABASE_URL; required)")
-	fs.IntVar(&cfg.ShardWorkers, "shard-workers", service.EnvInt("DISCOVERY_SHARD_WORKERS", 0), "shards swept at once by this replica (env DISCOVERY_SHARD_WORKERS; default 16)")
+	fs.IntVar(&cfg.ShardWorkers, "shard-workers", service.EnvInt("DISCOVERY_SHARD_WORKERS", 0), "shards swept at once by this replica (env DISCOVERY_SHARD_WORKERS; default 64)")
 	fs.Float64Var(&cfg.GlobalRate, "global-rate", 0, "packets per second cap of this replica over all scans (default 20000)")
 	fs.IntVar(&cfg.DefaultRate, "default-rate", service.EnvInt("DISCOVERY_DEFAULT_RATE", 0), "packets per second of a block outside every target (env DISCOVERY_DEFAULT_RATE; default 1000)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", service.EnvDuration("DISCOVERY_ACK_WAIT", 0), "shard lease without heartbeat before redelivery (env DISCOVERY_ACK_WAIT; default 30s)")

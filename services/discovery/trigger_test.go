@@ -1,0 +1,97 @@
+package discovery_test
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/amtprov/amtprov/libs/bus"
+	"github.com/amtprov/amtprov/libs/events"
+	"github.com/amtprov/amtprov/libs/secrets"
+	"github.com/amtprov/amtprov/libs/telemetry"
+	"github.com/amtprov/amtprov/services/discovery"
+	"github.com/amtprov/amtprov/services/discovery/internal/simfleet"
+)
+
+// TestTriggers: a provisioning.succeeded event makes discovery scan the
+// device's last known address alone and identify it over pinned TLS; a
+// scheduled target is scanned by one replica when due.
+func TestTriggers(t *testing.T) {
+	h := newHarness(t)
+	block := netip.MustParsePrefix("127.16.64.0/24")
+	_, cfgs := simfleet.Start(t, simfleet.Options{Block: block, N: 2, Seed: 13, ProvisionedEvery: 1})
+	h.replicaWith("a", func(c *discovery.Config) { c.ScheduleEvery = 100 * time.Millisecond })
+	h.replicaWith("b", func(c *discovery.Config) { c.ScheduleEvery = 100 * time.Millisecond })
+	ctx := context.Background()
+	dev := cfgs[0]
+	sealed, err := h.keys.Seal([]byte(simfleet.AdminPassword), secrets.AAD("device_credentials", dev.UUID, "password_enc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(ctx, `INSERT INTO device_credentials (uuid, version, username, password_enc, key_id, tls_cert_sha256, source, active)
+VALUES ($1, 1, $2, $3, 'k1', $4, 'amtprov', true)`, dev.UUID, simfleet.AdminUser, sealed, devicePin(t, dev.IP)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pool.Exec(ctx, `INSERT INTO device_location (uuid, ip, last_seen) VALUES ($1, $2::inet, now())`, dev.UUID, dev.IP); err != nil {
+		t.Fatal(err)
+	}
+
+	tel, _ := telemetry.NewForTest("provisioner")
+	if err := bus.NewPublisher(h.js, "/provisioner/test", tel).Publish(ctx, &events.Provisioning{Event: events.ProvisioningSucceeded,
+		UUID: dev.UUID, JobID: "1", Attempt: 1, Profile: "p", Outcome: "ok", At: time.Now()}, "prov-ok-1"); err != nil {
+		t.Fatal(err)
+	}
+	var verify discovery.Scan
+	h.eventually(20*time.Second, func() bool {
+		var l discovery.ListResponse
+		h.call(discovery.VerbList, struct{}{}, &l)
+		for _, s := range l.Scans {
+			if s.Trigger == "provisioned" && s.State == "completed" {
+				verify = s
+				return true
+			}
+		}
+		return false
+	})
+	if len(verify.Targets) != 1 || verify.Targets[0] != dev.IP+"/32" || verify.AddressesTotal != 1 || verify.Found != 1 || verify.Identified != 1 {
+		t.Errorf("verification scan %+v", verify)
+	}
+	if r := h.results(verify.ID)[dev.IP]; r.uuid != dev.UUID || r.method != "wsman" || r.source != discovery.SourceAmtprov {
+		t.Errorf("verified device: %+v", r)
+	}
+
+	var tgt discovery.Target
+	h.call(discovery.VerbAdd, discovery.AddTargetRequest{CIDR: block.String(), Schedule: "1h",
+		RMCPPort: simfleet.RMCPPort, HTTPPort: simfleet.HTTPPort, TLSPort: simfleet.TLSPort}, &tgt)
+	if tgt.Schedule != "1h0m0s" {
+		t.Errorf("target %+v", tgt)
+	}
+	var sched []discovery.Scan
+	h.eventually(20*time.Second, func() bool {
+		var l discovery.ListResponse
+		h.call(discovery.VerbList, struct{}{}, &l)
+		sched = sched[:0]
+		for _, s := range l.Scans {
+			if s.Trigger == "schedule" {
+				sched = append(sched, s)
+			}
+		}
+		return len(sched) == 1 && sched[0].State == "completed"
+	})
+	if sched[0].Found != 2 {
+		t.Errorf("scheduled scan %+v", sched[0])
+	}
+	// Due again only in an hour: two replicas polling every 100 ms start no second scan.
+	var l discovery.ListResponse
+	h.call(discovery.VerbList, struct{}{}, &l)
+	n := 0
+	for _, s := range l.Scans {
+		if s.Trigger == "schedule" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d scheduled scans, want 1", n)
+	}
+}
