@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -197,6 +196,3 @@ func onProvisioning(env events.Envelope, p events.Payload) (*record.Update, erro
 	}
 	return &u, nil
 }
-
-// errNoHandler marks an event type the inventory does not apply.
-var errNoHandler = errors.New("no inventory handler")

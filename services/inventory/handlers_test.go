@@ -33,6 +33,9 @@ func envelope(t *testing.T, p events.Payload, id string) events.Envelope {
 	return env
 }
 
+// errNoHandler marks an event type without a row in the handler table.
+var errNoHandler = errors.New("no inventory handler")
+
 func decodeAndHandle(env events.Envelope) (*record.Update, error) {
 	h, ok := handlers()[env.Type]
 	if !ok {
