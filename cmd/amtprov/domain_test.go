@@ -50,7 +50,7 @@ func startCA(t *testing.T) string {
 		}
 	})
 	// Ready once the CA's subscriptions (sign + three domain verbs) reached
-	// the server: a request before that would be answered by JetStream only.
+	// the server.
 	deadline := time.Now().Add(10 * time.Second)
 	for nc.NumSubscriptions() < 4 {
 		if time.Now().After(deadline) {

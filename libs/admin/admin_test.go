@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
@@ -318,21 +319,27 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// While the AMT stream's subjects cover amt.v1.admin.> (and amt.v1.ca.sign),
-// JetStream stores each request and answers it with a PubAck; Call must
-// wait for the service's reply instead.
+// A JetStream stream whose subjects cover a request subject stores the
+// request and answers it with a PubAck before the service does (the AMT
+// stream did this until it listed event subjects only). Call must skip the
+// PubAck and return the service's reply.
 func TestCallIgnoresJetStreamAck(t *testing.T) {
-	nc, js := bustest.Connect(t) // with the AMT stream on amt.v1.>
+	nc := connect(t, bustest.RunServer(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CAPTURE", Subjects: []string{subjEcho}, Storage: jetstream.MemoryStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := admin.NewServer(nc, admin.ServerOptions{Queue: "q"})
 	admin.Handle(srv, subjEcho, func(ctx context.Context, r echoReq) (echoResp, error) {
 		// Answer only after the stream stored the request, so its PubAck
 		// reaches the inbox first.
-		s, err := js.Stream(ctx, "AMT")
-		if err != nil {
-			return echoResp{}, err
-		}
 		for {
-			info, err := s.Info(ctx)
+			info, err := stream.Info(ctx)
 			if err != nil {
 				return echoResp{}, err
 			}
@@ -348,7 +355,7 @@ func TestCallIgnoresJetStreamAck(t *testing.T) {
 	})
 	start(t, srv)
 	var resp echoResp
-	if err := admin.Call(context.Background(), nc, subjEcho, echoReq{Name: "x"}, &resp); err != nil || resp.Hello != "x" {
+	if err := admin.Call(ctx, nc, subjEcho, echoReq{Name: "x"}, &resp); err != nil || resp.Hello != "x" {
 		t.Fatalf("Call = %v, %+v", err, resp)
 	}
 }

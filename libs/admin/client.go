@@ -61,11 +61,11 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 }
 
 // roundTrip publishes msg with a private reply inbox and returns the first
-// reply in this package's shape. Other messages on the inbox are skipped:
-// while a JetStream stream's subjects cover the request subject (the AMT
-// stream's "amt.v1.>" covers amt.v1.admin.> and amt.v1.ca.sign), the
-// stream stores the request and answers with a PubAck before the service
-// answers, and a plain Request would take that PubAck for the reply.
+// reply in this package's shape. Other messages on the inbox are skipped: a
+// JetStream stream whose subjects cover the request subject (a
+// misconfiguration; the AMT stream lists event subjects only) stores the
+// request and answers with a PubAck before the service answers, and a plain
+// Request would take that PubAck for the reply.
 func roundTrip(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply, error) {
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
