@@ -129,6 +129,12 @@ func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 		check{"deploy/k8s/nats/values.yaml", func() []error { return deploy.CheckNATSValues(*root, natsValues) }},
 	)
 
+	return report(out, checks), nil
+}
+
+// report runs the checks and prints one line per check (and one per
+// problem), then the "N passed, M failed" summary; it returns M.
+func report(out io.Writer, checks []check) int {
 	passed, failed := 0, 0
 	for _, c := range checks {
 		errs := c.errs()
@@ -144,7 +150,7 @@ func run(ctx context.Context, args []string, out io.Writer) (int, error) {
 		}
 	}
 	fmt.Fprintf(out, "%d passed, %d failed\n", passed, failed)
-	return failed, nil
+	return failed
 }
 
 func one(err error) []error {
