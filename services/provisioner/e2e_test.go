@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/amtprov/amtprov/libs/admin"
 	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/bus/bustest"
@@ -471,5 +472,59 @@ func (h *harness) checkDump(devs []*firmware.Device) {
 	}
 	if secretsSeen < 2*len(devs) {
 		t.Errorf("checked %d secrets for %d devices", secretsSeen, len(devs))
+	}
+}
+
+// TestExplainNamesTheCertificateProblem: devices that trust no domain's
+// root fail with NO_MATCHING_PROVISIONING_CERT, devices whose DNS suffix
+// the only trusted chain does not cover fail with DOMAIN_SUFFIX_MISMATCH,
+// and explain (over the admin verb, as the CLI calls it) says what to fix.
+func TestExplainNamesTheCertificateProblem(t *testing.T) {
+	h := newHarness(t)
+	// The provisioner knows one domain, for another suffix than the
+	// devices'; fleet A trusts its root, fleet B trusts nothing we have.
+	h.domain = provtest.NewDomain(t, "elsewhere", "elsewhere.org", provtest.LeafOptions{})
+	r := h.startReplica("p1")
+	a := provtest.StartFleet(t, func() amtsim.Options {
+		o := provtest.FleetOptions(t, 3, 40, h.hello, h.domain)
+		o.LegacyShare, o.ProvisionedShare, o.TimeScale = 0, 0, 3000
+		return o
+	}())
+	b := provtest.StartFleet(t, func() amtsim.Options {
+		o := provtest.FleetOptions(t, 3, 41, h.hello)
+		o.LegacyShare, o.ProvisionedShare, o.TimeScale = 0, 0, 3000
+		return o
+	}())
+	eventually(t, "every device failed", 30*time.Second, func() (bool, string) { ok, s := h.jobsSettled(6); return ok, fmt.Sprintf("%s %v", s, h.outcomes()) })
+	outs := h.outcomes()
+	cases := []struct {
+		fleet *amtsim.Fleet
+		code  string
+		says  []string
+	}{
+		{a, "DOMAIN_SUFFIX_MISMATCH", []string{"failed at step connect with DOMAIN_SUFFIX_MISMATCH", "elsewhere (suffix elsewhere.org)", "DNS suffix"}},
+		{b, "NO_MATCHING_PROVISIONING_CERT", []string{"failed at step connect with NO_MATCHING_PROVISIONING_CERT", "elsewhere=sha256:", "add a provisioning certificate whose root the device trusts"}},
+	}
+	for _, tc := range cases {
+		for _, d := range tc.fleet.Devices() {
+			u := d.Config().UUID
+			if outs[u].state != "failed" || outs[u].code != tc.code {
+				t.Errorf("%s: %+v, want failed %s", u, outs[u], tc.code)
+				continue
+			}
+			var e provisioner.Explanation
+			if err := admin.Call(context.Background(), r.nc, provisioner.SubjectExplain, provisioner.UUIDRequest{UUID: u}, &e); err != nil {
+				t.Fatal(err)
+			}
+			text := e.Summary + " | " + e.Detail + " | " + e.Fix
+			for _, want := range tc.says {
+				if !strings.Contains(text, want) {
+					t.Errorf("%s: explain %q lacks %q", u, text, want)
+				}
+			}
+			if d.State() != amt.InProvisioning {
+				t.Errorf("%s: device left setup mode: %v", u, d.State())
+			}
+		}
 	}
 }

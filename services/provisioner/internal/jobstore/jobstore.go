@@ -22,7 +22,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -345,11 +347,25 @@ func nullJSON(b json.RawMessage) any {
 	return string(b)
 }
 
+// clean makes s safe to store: valid UTF-8 (PostgreSQL text refuses
+// anything else), no NUL, at most n bytes, cut on a character boundary.
+func clean(s string, n int) string {
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "?")
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
 // Requeue hands a job back after a transient failure: it becomes queued
 // with no lease, so the redelivered hello (or any later one) resumes it.
 func (s *Store) Requeue(ctx context.Context, jobID int64, owner, code, detail string) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE provisioning_jobs SET state = 'queued', lease_owner = '', lease_expires = NULL,
-		error_code = $3, detail = $4, updated_at = now() WHERE id = $1 AND lease_owner = $2 AND state = 'running'`, jobID, owner, code, detail)
+		error_code = $3, detail = $4, updated_at = now() WHERE id = $1 AND lease_owner = $2 AND state = 'running'`, jobID, owner, clean(code, 64), clean(detail, 1000))
 	if err != nil {
 		return fmt.Errorf("requeue job %d: %w", jobID, err)
 	}
@@ -385,7 +401,7 @@ func (s *Store) Finish(ctx context.Context, job Job, owner string, o Outcome) er
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		row := tx.QueryRow(ctx, `UPDATE provisioning_jobs SET state = $3, lease_owner = '', lease_expires = NULL,
 			error_code = $4, hint = $5, detail = $6, updated_at = now(), finished_at = now()
-			WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING `+jobColumns, job.ID, owner, state, o.Code, o.Hint, o.Detail)
+			WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING `+jobColumns, job.ID, owner, state, clean(o.Code, 64), clean(o.Hint, 1000), clean(o.Detail, 1000))
 		fin, err := scanJob(row)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("finish job %d: %w", job.ID, ErrLeaseLost)

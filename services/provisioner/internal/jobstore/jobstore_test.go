@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -264,5 +266,25 @@ func TestCredentialsAndProfiles(t *testing.T) {
 		if err != nil || p.Name != tc.want {
 			t.Errorf("ProfileFor(%v, assigned %v) = %q %v, want %q", tc.suffixes, tc.assign, p.Name, err, tc.want)
 		}
+	}
+}
+
+func TestFinishStoresAnyTextSafely(t *testing.T) {
+	s, pool := newStore(t)
+	ctx := context.Background()
+	job, _, err := s.Acquire(ctx, hello(time.Now()), "w", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("é", 600) + "\x00\xff"
+	if err := s.Finish(ctx, job, "w", jobstore.Outcome{Code: "X", Detail: long, Hint: "…"}); err != nil {
+		t.Fatalf("finish with multi-byte, NUL and invalid bytes: %v", err)
+	}
+	var detail string
+	if err := pool.QueryRow(ctx, `SELECT detail FROM provisioning_jobs WHERE id = $1`, job.ID).Scan(&detail); err != nil {
+		t.Fatal(err)
+	}
+	if !utf8.ValidString(detail) || len(detail) > 1003 || !strings.HasSuffix(detail, "...") {
+		t.Fatalf("stored detail of %d bytes", len(detail))
 	}
 }

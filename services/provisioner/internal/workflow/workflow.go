@@ -374,14 +374,8 @@ func (e *Engine) fail(_ *run, stepName string, err error) Result {
 	return Result{Retry: info.Retryable, Err: err, Outcome: jobstore.Outcome{Step: stepName, Code: string(code), Hint: info.Hint, Detail: detail(err)}}
 }
 
-// detail is the error text for operators: bounded.
-func detail(err error) string {
-	s := err.Error()
-	if len(s) > 500 {
-		s = s[:500] + "..."
-	}
-	return s
-}
+// detail is the error text for operators (the store bounds it).
+func detail(err error) string { return err.Error() }
 
 // retry runs op with the in-step backoff: transient transport faults are
 // retried until StepRetry passes; ErrConnectionLost only for idempotent ops
@@ -488,7 +482,7 @@ func hashList(hs []events.RootHash) string {
 	for _, h := range hs {
 		v := h.Hex
 		if len(v) > 12 {
-			v = v[:12] + "…"
+			v = v[:12] + "..."
 		}
 		b = append(b, h.Alg+":"+v)
 	}
@@ -503,7 +497,7 @@ func domainRoots(ds []Domain) string {
 	for _, d := range ds {
 		v := d.RootSHA256
 		if len(v) > 12 {
-			v = v[:12] + "…"
+			v = v[:12] + "..."
 		}
 		b = append(b, d.Name+"=sha256:"+v)
 	}
