@@ -176,9 +176,8 @@ func (c *cluster) stop(t *testing.T) {
 		t.Fatal("amtprov up did not stop within 2 minutes of SIGTERM")
 	}
 	for _, p := range c.state.Processes {
-		// Signal 0 to the group: ESRCH means no process of it is left.
-		if err := syscall.Kill(-p.PID, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("%s (process group %d) still exists after amtprov up stopped: %v", p.Name, p.PID, err)
+		if left := waitGroupGone(t, p.PID, 5*time.Second); len(left) > 0 {
+			t.Errorf("%s (process group %d) still has live processes %v after amtprov up stopped", p.Name, p.PID, left)
 		}
 	}
 }
