@@ -297,6 +297,7 @@ func testChecksRejectBrokenFiles(t *testing.T, r *repo) {
 			wantError(t, deploy.CheckCompose(root, r.files["docker-compose.yml"], r.bins), "no NATS user inventory with")
 		},
 		"k8s startup probe on readyz":  k8s("provisioner.yaml", "startupProbe:\n            httpGet: {path: /healthz", "startupProbe:\n            httpGet: {path: /readyz", "startupProbe path /readyz"),
+		"k8s replicas under hpa":       k8s("provisioner.yaml", "  revisionHistoryLimit: 5\n", "  replicas: 3\n  revisionHistoryLimit: 5\n", "would reset"),
 		"k8s no pdb":                   k8s("certauthority.yaml", "kind: PodDisruptionBudget", "kind: PodDisruptionBudgetX", "no PodDisruptionBudget"),
 		"k8s hpa without lag":          k8s("provisioner-hpa.yaml", "name: amtprov_bus_consumer_lag", "name: nats_consumer_pending", "amtprov_bus_consumer_lag"),
 		"k8s unlisted manifest":        k8s("kustomization.yaml", "  - discovery.yaml\n", "", "does not list discovery.yaml"),

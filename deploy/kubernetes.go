@@ -137,6 +137,9 @@ func CheckKubernetes(files map[string][]byte, bins map[string]*Binary) []error {
 			get(hpa, "spec", "scaleTargetRef", "name") != "provisioner" {
 			fail("HorizontalPodAutoscaler provisioner must scale Deployment provisioner")
 		}
+		if d := find("Deployment", "provisioner"); get(d, "spec", "replicas") != nil {
+			fail("Deployment provisioner sets spec.replicas, which every apply would reset under its HorizontalPodAutoscaler")
+		}
 		var cpu, lag bool
 		metrics, _ := get(hpa, "spec", "metrics").([]any)
 		for _, m := range metrics {
