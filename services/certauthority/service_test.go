@@ -33,6 +33,11 @@ import (
 
 const testSuffix = "corp.example.com"
 
+// fastOrgKeyBits keeps most tests off RSA-3072 key generation (about a
+// second of CPU each); TestSignIssuesRecordsAndAnnounces keeps the default
+// and checks it is 3072.
+const fastOrgKeyBits = 2048
+
 func fingerprint(der []byte, alg string) string {
 	if alg == "sha1" {
 		s := sha1.Sum(der)
@@ -202,6 +207,9 @@ func TestSignIssuesRecordsAndAnnounces(t *testing.T) {
 			}
 		})
 	}
+	if bits := c.OrgCACertificate().PublicKey.(*rsa.PublicKey).N.BitLen(); bits != 3072 {
+		t.Errorf("organisation CA key has %d bits, want 3072", bits)
+	}
 	// The CA continued the caller's trace.
 	found := false
 	for _, s := range rec.Ended() {
@@ -224,7 +232,7 @@ func TestSignIssuesRecordsAndAnnounces(t *testing.T) {
 
 func TestSignPolicyRejections(t *testing.T) {
 	e := newEnv(t)
-	e.replica(t, ca.Config{AllowedSuffixes: []string{"Lab.Example.NET."}, DenyProvisioningDomainSuffixes: true})
+	e.replica(t, ca.Config{AllowedSuffixes: []string{"Lab.Example.NET."}, DenyProvisioningDomainSuffixes: true, OrgKeyBits: fastOrgKeyBits})
 	_, pkcs1, _ := rsaPub(t, 2048)
 	_, small, _ := rsaPub(t, 1024)
 	client := ca.NewClient(e.nc)
@@ -279,7 +287,7 @@ func TestReplicasShareLoadAndOneActivePerDevice(t *testing.T) {
 		wg.Add(1)
 		go func() { // start both at once: the advisory lock must serialise creation
 			defer wg.Done()
-			c, rec := e.replica(t, ca.Config{AllowedSuffixes: []string{testSuffix}})
+			c, rec := e.replica(t, ca.Config{AllowedSuffixes: []string{testSuffix}, OrgKeyBits: fastOrgKeyBits})
 			mu.Lock()
 			replicas, recs = append(replicas, c), append(recs, rec)
 			mu.Unlock()
@@ -354,7 +362,7 @@ func TestReplicasShareLoadAndOneActivePerDevice(t *testing.T) {
 
 func TestDomainsAdminVerbsAndNoPlaintextKeys(t *testing.T) {
 	e := newEnv(t)
-	c, _ := e.replica(t, ca.Config{})
+	c, _ := e.replica(t, ca.Config{OrgKeyBits: fastOrgKeyBits})
 	ctx := admin.WithActor(context.Background(), "alice@ops")
 	createDev := admin.Subject(admin.AreaDomain, ca.VerbDomainCreateDev)
 
@@ -493,12 +501,12 @@ func TestOrgCAKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := ca.NewService(context.Background(), ca.Config{}, pool, old, telemetry.Providers{}, nil)
+	first, err := ca.NewService(context.Background(), ca.Config{OrgKeyBits: fastOrgKeyBits}, pool, old, telemetry.Providers{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A new active key with the old one still in the ring: the CA loads.
-	second, err := ca.NewService(context.Background(), ca.Config{}, pool, keyring(t), telemetry.Providers{}, nil)
+	second, err := ca.NewService(context.Background(), ca.Config{OrgKeyBits: fastOrgKeyBits}, pool, keyring(t), telemetry.Providers{}, nil)
 	if err != nil {
 		t.Fatalf("load with rotated keyring: %v", err)
 	}
@@ -507,7 +515,7 @@ func TestOrgCAKeyRotation(t *testing.T) {
 	}
 	// Without the sealing key it refuses to start, and says why.
 	wrong, _ := secrets.NewKeyring("x", map[string][]byte{"x": bytes.Repeat([]byte{1}, 32)})
-	if _, err := ca.NewService(context.Background(), ca.Config{}, pool, wrong, telemetry.Providers{}, nil); !errors.Is(err, secrets.ErrUnknownKey) {
+	if _, err := ca.NewService(context.Background(), ca.Config{OrgKeyBits: fastOrgKeyBits}, pool, wrong, telemetry.Providers{}, nil); !errors.Is(err, secrets.ErrUnknownKey) {
 		t.Fatalf("load without the sealing key: %v", err)
 	}
 }
