@@ -47,6 +47,11 @@ type devOptions struct {
 }
 
 func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		// As root the private PostgreSQL cluster runs as the postgres user,
+		// which cannot reach into /root: use the system location.
+		return "/var/lib/amtprov/dev"
+	}
 	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
 		return filepath.Join(d, "amtprov", "dev")
 	}
