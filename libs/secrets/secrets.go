@@ -281,19 +281,24 @@ func DevKeyring(dir string) (*Keyring, error) {
 	}
 	line := "dev-" + randID() + ":" + base64.StdEncoding.EncodeToString(key) + "\n"
 	clear(key)
-	// O_EXCL: two dev runners starting at once agree on one key.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	switch {
-	case err == nil:
-		_, werr := f.WriteString(line)
-		cerr := f.Close()
-		if werr != nil || cerr != nil {
-			_ = os.Remove(path)
-			return nil, fmt.Errorf("secrets: write dev key file %s: %w", path, errors.Join(werr, cerr))
-		}
-	case errors.Is(err, os.ErrExist):
-	default:
-		return nil, fmt.Errorf("secrets: create dev key file %s: %w", path, err)
+	// Write a temporary file and hard-link it into place: the link fails if
+	// the key file exists, so two dev runners starting at once agree on one
+	// key, and no reader ever sees a half-written file.
+	tmp, err := os.CreateTemp(dir, ".secret-keys-*")
+	if err != nil {
+		return nil, fmt.Errorf("secrets: create dev key file: %w", err)
+	}
+	_, werr := tmp.WriteString(line)
+	serr := tmp.Sync()
+	cerr := tmp.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		_ = os.Remove(tmp.Name())
+		return nil, fmt.Errorf("secrets: write dev key file: %w", err)
+	}
+	lerr := os.Link(tmp.Name(), path)
+	_ = os.Remove(tmp.Name())
+	if lerr != nil && !errors.Is(lerr, os.ErrExist) {
+		return nil, fmt.Errorf("secrets: create dev key file %s: %w", path, lerr)
 	}
 	st, err := os.Stat(path)
 	if err != nil {

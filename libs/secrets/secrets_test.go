@@ -283,3 +283,38 @@ func BenchmarkSeal(b *testing.B) {
 		}
 	}
 }
+
+func TestDevKeyringConcurrentStart(t *testing.T) {
+	dir := t.TempDir()
+	const n = 8
+	ids := make(chan string, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			k, err := secrets.DevKeyring(dir)
+			if err != nil {
+				errs <- err
+				return
+			}
+			ids <- k.ActiveKeyID()
+		}()
+	}
+	first := ""
+	for range n {
+		select {
+		case err := <-errs:
+			t.Fatalf("DevKeyring: %v", err)
+		case id := <-ids:
+			if first == "" {
+				first = id
+			}
+			if id != first {
+				t.Fatalf("concurrent starts got different keys %q and %q", first, id)
+			}
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("dir holds %d entries (%v), want only the key file", len(entries), err)
+	}
+}
