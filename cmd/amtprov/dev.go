@@ -96,7 +96,9 @@ func runDev(ctx context.Context, g *globals, o devOptions) error {
 	}
 	log := telemetry.NewLogger(g.err, "amtprov-dev", level)
 	lc := service.New("amtprov-dev", log)
-	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+	// Searchable by the postgres user, which runs the private cluster when we
+	// are root; the secrets inside are files of their own with mode 0600.
+	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	err := startDev(ctx, g, o, lc, log)
