@@ -12,8 +12,8 @@
 // transport in a queue group ("admin-<service>"), so replicas share the
 // requests; one function (encodeError) turns every error into a reply. A
 // handler returns an *Error for what the caller should see; any other error
-// is logged and answered as INTERNAL without its text, so internal detail
-// (and never a secret) leaks to the caller.
+// is logged and answered as INTERNAL without its text, so no internal detail
+// (let alone a secret) reaches the caller.
 //
 // Client side, Call sends one request and returns the decoded result or an
 // *Error. The CLI uses only this package and a NATS connection; it never
