@@ -15,7 +15,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/amtprov ./services/hello-listener/cmd/hello-listener ./services/inventory/cmd/inventory ./tools/amtsim/cmd/amtsim
+	$(GO) build -o $(BIN)/ ./cmd/amtprov $(wildcard ./services/*/cmd/*) ./tools/amtsim/cmd/amtsim
 
 # The main job: everything in one process with a simulated fleet, on
 # embedded defaults (embedded NATS, private PostgreSQL from the local binaries
