@@ -54,7 +54,7 @@ func quietLog() *slog.Logger {
 // NATS server, the hello listener, inventory, provisioner replicas and a
 // simulated fleet whose devices trust the test provisioning domain.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	pool    *pgxpool.Pool
 	natsURL string
 	js      jetstream.JetStream
@@ -65,7 +65,7 @@ type harness struct {
 	fleet   *amtsim.Fleet
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	h := &harness{t: t, pool: storetest.New(t), natsURL: bustest.RunServer(t), keys: provtest.Keyring(t),
 		signer: provtest.NewSigner(t)}
@@ -129,6 +129,11 @@ type replica struct {
 
 func (h *harness) startReplica(name string) *replica {
 	h.t.Helper()
+	return h.startReplicaWith(name, testConfig(name), provtest.Domains{h.domain}, h.signer)
+}
+
+func (h *harness) startReplicaWith(name string, cfg provisioner.Config, domains provisioner.DomainSource, signer provisioner.Signer) *replica {
+	h.t.Helper()
 	nc, err := nats.Connect(h.natsURL, nats.Name(name))
 	if err != nil {
 		h.t.Fatal(err)
@@ -137,8 +142,8 @@ func (h *harness) startReplica(name string) *replica {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	svc, err := provisioner.New(testConfig(name), provisioner.Deps{Pool: h.pool, JS: js, NC: nc, Keys: h.keys,
-		Domains: provtest.Domains{h.domain}, Signer: h.signer, Log: quietLog()})
+	svc, err := provisioner.New(cfg, provisioner.Deps{Pool: h.pool, JS: js, NC: nc, Keys: h.keys,
+		Domains: domains, Signer: signer, Log: quietLog()})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -149,7 +154,7 @@ func (h *harness) startReplica(name string) *replica {
 	return r
 }
 
-func (r *replica) stop(t *testing.T) {
+func (r *replica) stop(t testing.TB) {
 	if r.cancel == nil {
 		return
 	}
@@ -178,7 +183,7 @@ func (h *harness) startFleet(n int, third byte, tweak func(*amtsim.Options)) *am
 	return h.fleet
 }
 
-func eventually(t *testing.T, what string, within time.Duration, cond func() (bool, string)) {
+func eventually(t testing.TB, what string, within time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {

@@ -224,7 +224,7 @@ func (s *Store) Acquire(ctx context.Context, h Hello, owner string, lease time.D
 			return fmt.Errorf("create job for %s: %w", h.UUID, err)
 		}
 		dec = Started
-		return s.emit(ctx, tx, job, events.ProvisioningStarted, "", nil)
+		return s.emit(ctx, tx, job, events.ProvisioningStarted, "", 0, job.CreatedAt, nil)
 	})
 	if err != nil {
 		return Job{}, 0, err
@@ -282,30 +282,24 @@ func (s *Store) Steps(ctx context.Context, jobID int64) ([]Step, error) {
 }
 
 // BeginStep renews the lease and records that step (at position seq) is
-// starting; it returns the step row as it was before (zero Step when the
-// step never started), so a one-shot step knows it must read back the
-// device's state first.
-func (s *Store) BeginStep(ctx context.Context, jobID int64, owner string, lease time.Duration, step string, seq int) (Step, error) {
-	var prev Step
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := renew(ctx, tx, jobID, owner, lease); err != nil {
-			return err
-		}
-		err := tx.QueryRow(ctx, `SELECT job_id, step, seq, started, finished, outcome, return_value, error_code, attempt_no, state
-			FROM provisioning_steps WHERE job_id = $1 AND step = $2`, jobID, step).
-			Scan(&prev.JobID, &prev.Step, &prev.Seq, &prev.Started, &prev.Finished, &prev.Outcome, &prev.ReturnValue, &prev.ErrorCode, &prev.AttemptNo, &prev.State)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("read step %s of job %d: %w", step, jobID, err)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO provisioning_steps (job_id, step, seq, started) VALUES ($1, $2, $3, now())
-			ON CONFLICT (job_id, step) DO UPDATE SET started = now(), finished = NULL, outcome = 'running',
-				return_value = NULL, error_code = '', attempt_no = provisioning_steps.attempt_no + 1`, jobID, step, seq)
-		if err != nil {
-			return fmt.Errorf("begin step %s of job %d: %w", step, jobID, err)
-		}
-		return nil
-	})
-	return prev, err
+// starting, in one statement; it returns how many times the step has now
+// been started (1 the first time), or ErrLeaseLost.
+func (s *Store) BeginStep(ctx context.Context, jobID int64, owner string, lease time.Duration, step string, seq int) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `WITH l AS (
+			UPDATE provisioning_jobs SET lease_expires = now() + $3::interval, updated_at = now()
+			WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING id)
+		INSERT INTO provisioning_steps (job_id, step, seq, started) SELECT id, $4, $5, now() FROM l
+		ON CONFLICT (job_id, step) DO UPDATE SET started = now(), finished = NULL, outcome = 'running',
+			return_value = NULL, error_code = '', attempt_no = provisioning_steps.attempt_no + 1
+		RETURNING attempt_no`, jobID, owner, lease, step, seq).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("begin step %s of job %d: %w", step, jobID, ErrLeaseLost)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("begin step %s of job %d: %w", step, jobID, err)
+	}
+	return n, nil
 }
 
 // StepResult is how a step ended.
@@ -320,21 +314,23 @@ type StepResult struct {
 // it through the outbox in the same transaction.
 func (s *Store) FinishStep(ctx context.Context, job Job, owner, step string, r StepResult) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var owned bool
-		if err := tx.QueryRow(ctx, `SELECT lease_owner = $2 AND state = 'running' FROM provisioning_jobs WHERE id = $1 FOR SHARE`,
-			job.ID, owner).Scan(&owned); err != nil {
-			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
-		}
-		if !owned {
+		var (
+			n  int
+			at time.Time
+		)
+		err := tx.QueryRow(ctx, `WITH l AS (
+				SELECT id FROM provisioning_jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running' FOR SHARE)
+			UPDATE provisioning_steps SET finished = now(), outcome = $4, return_value = $5, error_code = $6,
+				state = coalesce($7::jsonb, state)
+			WHERE job_id = (SELECT id FROM l) AND step = $3 RETURNING attempt_no, clock_timestamp()`,
+			job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State)).Scan(&n, &at)
+		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, ErrLeaseLost)
 		}
-		state := r.State
-		_, err := tx.Exec(ctx, `UPDATE provisioning_steps SET finished = now(), outcome = $3, return_value = $4, error_code = $5,
-			state = coalesce($6::jsonb, state) WHERE job_id = $1 AND step = $2`, job.ID, step, r.Outcome, r.ReturnValue, r.ErrorCode, nullJSON(state))
 		if err != nil {
 			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
 		}
-		return s.emit(ctx, tx, job, events.ProvisioningStep, step, func(p *events.Provisioning) {
+		return s.emit(ctx, tx, job, events.ProvisioningStep, step, n, at, func(p *events.Provisioning) {
 			p.Outcome, p.ReturnValue, p.ErrorCode = r.Outcome, r.ReturnValue, r.ErrorCode
 		})
 	})
@@ -426,7 +422,7 @@ func (s *Store) Finish(ctx context.Context, job Job, owner string, o Outcome) er
 		if o.Succeeded {
 			ev = events.ProvisioningSucceeded
 		}
-		return s.emit(ctx, tx, fin, ev, o.Step, func(p *events.Provisioning) {
+		return s.emit(ctx, tx, fin, ev, o.Step, 0, fin.UpdatedAt, func(p *events.Provisioning) {
 			p.ErrorCode, p.Hint, p.ReturnValue = o.Code, o.Hint, o.RV
 			if o.Succeeded {
 				p.Outcome = OutcomeOK
@@ -439,24 +435,15 @@ func (s *Store) Finish(ctx context.Context, job Job, owner string, o Outcome) er
 }
 
 // emit writes one provisioning event about job through the outbox in tx.
-// Its id is derived from the job, event, step and step attempt, so a
-// retried transaction cannot produce two different events for one fact.
-func (s *Store) emit(ctx context.Context, tx pgx.Tx, job Job, ev events.ProvisioningEvent, step string, fill func(*events.Provisioning)) error {
+// Its id is derived from the job, event, step and the step's attempt
+// number n, so a retried transaction cannot produce two different events
+// for one fact; at is the database's clock.
+func (s *Store) emit(ctx context.Context, tx pgx.Tx, job Job, ev events.ProvisioningEvent, step string, n int, at time.Time, fill func(*events.Provisioning)) error {
 	if s.outbox == nil {
 		return nil
 	}
-	var n int
-	if step != "" && ev == events.ProvisioningStep {
-		if err := tx.QueryRow(ctx, `SELECT attempt_no FROM provisioning_steps WHERE job_id = $1 AND step = $2`, job.ID, step).Scan(&n); err != nil {
-			return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
-		}
-	}
-	var now time.Time
-	if err := tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now); err != nil {
-		return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
-	}
 	p := &events.Provisioning{Event: ev, UUID: job.UUID, JobID: job.IDString(), Attempt: job.Attempt,
-		Profile: job.Profile, Step: step, At: now.UTC()}
+		Profile: job.Profile, Step: step, At: at.UTC()}
 	if fill != nil {
 		fill(p)
 	}
