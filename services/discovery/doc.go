@@ -1,6 +1,6 @@
 // Package discovery finds Intel AMT devices on the network, fast and
 // politely, and identifies the ones amtprov (or, given their credentials,
-// another console) manages. See README.md for the operator's view.
+// another console) manages. The operator's view is docs/discovery.md.
 //
 // Shape. A scan (amtprov scan run, a target's schedule, or a device's
 // amt.v1.provisioning.succeeded event) is cut into shards of

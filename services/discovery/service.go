@@ -17,6 +17,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/time/rate"
 
 	"github.com/amtprov/amtprov/libs/admin"
@@ -241,6 +246,46 @@ type Service struct {
 	limiters map[string]*targetLimiter // by scan id + target: one target's budget in this replica
 
 	identSem chan struct{} // identifications in flight
+
+	tracer trace.Tracer
+	m      serviceMetrics
+}
+
+// serviceMetrics are discovery's own instruments (Prometheus names
+// amtprov_discovery_*).
+type serviceMetrics struct {
+	shards    metric.Int64Counter     // by outcome: done, redelivered, retried, terminated
+	addresses metric.Int64Counter     // addresses probed
+	found     metric.Int64Counter     // devices found, by method
+	packets   metric.Int64Counter     // pings and TCP connections sent
+	shardDur  metric.Float64Histogram // seconds per shard sweep
+}
+
+func newMetrics(mp metric.MeterProvider) (serviceMetrics, error) {
+	m := mp.Meter(scope)
+	var sm serviceMetrics
+	var err error
+	if sm.shards, err = m.Int64Counter("amtprov.discovery.shards", metric.WithDescription("Shards handled, by outcome (done, redelivered, retried, terminated).")); err != nil {
+		return sm, err
+	}
+	if sm.addresses, err = m.Int64Counter("amtprov.discovery.addresses", metric.WithDescription("Addresses probed.")); err != nil {
+		return sm, err
+	}
+	if sm.found, err = m.Int64Counter("amtprov.discovery.found", metric.WithDescription("AMT devices found, by method (rmcp, http, wsman).")); err != nil {
+		return sm, err
+	}
+	if sm.packets, err = m.Int64Counter("amtprov.discovery.packets", metric.WithDescription("Probe packets sent: RMCP pings and TCP connections.")); err != nil {
+		return sm, err
+	}
+	sm.shardDur, err = m.Float64Histogram("amtprov.discovery.shard.duration", metric.WithUnit("s"),
+		metric.WithDescription("Seconds to sweep one shard."), metric.WithExplicitBucketBoundaries(0.5, 1, 2, 5, 10, 20, 30, 60, 120))
+	return sm, err
+}
+
+const scope = "github.com/amtprov/amtprov/services/discovery"
+
+func (s *Service) countShard(ctx context.Context, outcome string) {
+	s.m.shards.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
 }
 
 type targetLimiter struct {
@@ -260,7 +305,18 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
+	if d.Tel.Tracer == nil {
+		d.Tel.Tracer = tracenoop.NewTracerProvider()
+	}
+	if d.Tel.Meter == nil {
+		d.Tel.Meter = metricnoop.NewMeterProvider()
+	}
+	m, err := newMetrics(d.Tel.Meter)
+	if err != nil {
+		return nil, fmt.Errorf("new discovery: metrics: %w", err)
+	}
 	return &Service{
+		tracer: d.Tel.Tracer.Tracer(scope), m: m,
 		cfg: cfg, d: d, repo: &repo{pool: d.Pool, keys: d.Keys},
 		pub:      bus.NewPublisher(d.JS, "/discovery/"+cfg.Name, d.Tel),
 		global:   rate.NewLimiter(rate.Limit(cfg.GlobalRate), max(1, int(cfg.GlobalRate/10))),
@@ -615,14 +671,19 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 	var m shardMsg
 	if err := json.Unmarshal(msg.Data(), &m); err != nil {
 		s.d.Log.Error("malformed shard message terminated", "err", err)
+		s.countShard(ctx, "terminated")
 		_ = msg.Term()
 		return
 	}
+	ctx, span := s.tracer.Start(ctx, "discovery.shard", trace.WithAttributes(
+		attribute.String("amtprov.scan.id", m.ScanID), attribute.String("amtprov.scan.shard", m.Shard)))
+	defer span.End()
 	log := s.d.Log.With("scan", m.ScanID, "shard", m.Shard)
 	shard, err1 := netip.ParsePrefix(m.Shard)
 	target, err2 := netip.ParsePrefix(m.Target)
 	if err := errors.Join(err1, err2); err != nil || m.Rate <= 0 {
 		log.Error("malformed shard message terminated", "err", err, "rate", m.Rate)
+		s.countShard(ctx, "terminated")
 		_ = msg.Term()
 		return
 	}
@@ -658,11 +719,17 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 	cfg := s.cfg.Sweep
 	cfg.RMCPPort, cfg.HTTPPort, cfg.TLSPort, cfg.TCPAll = m.RMCPPort, m.HTTPPort, m.TLSPort, m.TCPAll
 	cfg.Shared, cfg.Global = s.limiterFor(m), s.global
+	began := time.Now()
 	res, err := sweep.Sweep(ctx, cfg, sweep.Addresses(shard, target), id)
 	if err != nil {
+		span.RecordError(err)
 		s.retry(ctx, msg, log, err)
 		return
 	}
+	s.m.shardDur.Record(ctx, time.Since(began).Seconds())
+	s.m.packets.Add(ctx, res.Stats.Pings+res.Stats.Connects)
+	span.SetAttributes(attribute.Int("amtprov.scan.addresses", res.Stats.Addresses), attribute.Int("amtprov.scan.found", len(res.Found)),
+		attribute.Int("amtprov.scan.identified", res.Stats.Identified))
 	for _, f := range res.Found {
 		if f.IdentifyError != "" {
 			// wsman errors never carry a credential (libs/wsman doc).
@@ -682,6 +749,13 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 	}
 	if !done {
 		log.Info("shard was recorded already (redelivery)", "deliveries", deliveries)
+		s.countShard(ctx, "redelivered")
+	} else {
+		s.countShard(ctx, "done")
+		s.m.addresses.Add(ctx, int64(res.Stats.Addresses))
+		for _, f := range res.Found {
+			s.m.found.Add(ctx, 1, metric.WithAttributes(attribute.String("method", f.Method)))
+		}
 	}
 	if completed != nil {
 		log.Info("scan completed", "found", completed.Found, "identified", completed.Identified, "stale", len(completed.Stale), "addresses", completed.Addresses)
@@ -694,6 +768,7 @@ func (s *Service) retry(ctx context.Context, msg jetstream.Msg, log *slog.Logger
 		return
 	}
 	log.Warn("shard failed; retried later", "err", err)
+	s.countShard(ctx, "retried")
 	_ = msg.NakWithDelay(5 * time.Second)
 }
 

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net"
 	"net/netip"
 	"os"
@@ -41,6 +43,8 @@ type harness struct {
 	keys *secrets.Keyring
 	nc   *nats.Conn // the test's own (the CLI's) connection
 	js   jetstream.JetStream
+	// metrics serves the /metrics of the last replica started.
+	metrics http.Handler
 }
 
 func newHarness(t testing.TB) *harness {
@@ -79,6 +83,7 @@ func (h *harness) replicaWith(name string, mod func(*discovery.Config)) (kill fu
 		t.Fatal(err)
 	}
 	tel, _ := telemetry.NewForTest("discovery")
+	h.metrics = tel.Metrics
 	cfg := discovery.Config{
 		Name: name, AckWait: 2 * time.Second, ShardWorkers: 8, GlobalRate: 100000, ScheduleEvery: -1,
 		Sweep: sweep.Config{
@@ -371,6 +376,14 @@ VALUES ($1, 1, $2, $3, 'k1', $4, 'amtprov', true)`, uuid, simfleet.AdminUser, se
 	done := h.lastEvent(events.SubjectScanCompleted + "." + sc.ID).(*events.ScanCompleted)
 	if len(done.Stale) != 1 || done.Stale[0] != gone || done.Trigger != "cli" {
 		t.Errorf("scan.completed %+v: want stale [%s]", done, gone)
+	}
+	rec := httptest.NewRecorder()
+	h.metrics.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{`amtprov_discovery_shards_total{`, `outcome="done"`, `amtprov_discovery_addresses_total{`,
+		`amtprov_discovery_found_total{`, `method="wsman"`, `amtprov_discovery_packets_total{`, `amtprov_discovery_shard_duration_seconds_bucket{`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 
