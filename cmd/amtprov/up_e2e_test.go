@@ -51,6 +51,9 @@ func repoPaths(t *testing.T) (bin, deploy string) {
 		t.Fatal(err)
 	}
 	bin, deploy = filepath.Join(root, "bin"), filepath.Join(root, "deploy")
+	if d := os.Getenv("AMTPROV_E2E_BIN"); d != "" {
+		bin = d // binaries built elsewhere (CI artifacts)
+	}
 	for _, b := range []string{"amtprov", "amtsim", "nats-server", "jaeger", "hello-listener", "inventory"} {
 		if !isExecutable(filepath.Join(bin, b)) {
 			t.Fatalf("%s missing in %s: run `make test-e2e` (it builds every binary first)", b, bin)
@@ -390,7 +393,22 @@ func deviceTraces(jaeger, uuid string) ([]jaegerTrace, error) {
 
 func TestE2EUpProvisionsAndTraces(t *testing.T) {
 	bin, deploy := repoPaths(t)
-	dir := t.TempDir()
+	// Not t.TempDir: its parent is 0700, and the private PostgreSQL runs as
+	// the postgres user when the tests run as root.
+	dir, err := os.MkdirTemp("", "amtprov-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			_ = os.RemoveAll(dir)
+		} else {
+			t.Logf("run directory kept: %s", dir)
+		}
+	})
 	c := startCluster(t, bin, deploy, dir)
 	hellos := c.service("hello-listener")
 	inventories := c.service("inventory")
