@@ -460,6 +460,9 @@ func (s *Service) Status(ctx context.Context, id string) (Scan, error) {
 	return sc, err
 }
 
+// pubWindow is how many shard messages are in flight at once.
+const pubWindow = 1024
+
 // maxCredentialRows bounds a credentials file.
 const maxCredentialRows = 10000
 
@@ -549,28 +552,33 @@ func (s *Service) startScan(ctx context.Context, blocks []netip.Prefix, creds []
 	if err := s.repo.createScan(ctx, id, trigger, uniq, shards, creds); err != nil {
 		return Scan{}, err
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(shards))
+	// Publish in windows of pubWindow so a /8 (65,536 shards) never
+	// exceeds the client's limit of outstanding asynchronous publishes.
 	var pubErr error
-	for _, sh := range shards {
-		data, err := json.Marshal(sh.msg)
-		if err != nil {
-			pubErr = err
-			break
+	for start := 0; start < len(shards) && pubErr == nil; start += pubWindow {
+		window := shards[start:min(start+pubWindow, len(shards))]
+		futures := make([]jetstream.PubAckFuture, 0, len(window))
+		for _, sh := range window {
+			data, err := json.Marshal(sh.msg)
+			if err != nil {
+				pubErr = err
+				break
+			}
+			f, err := s.d.JS.PublishAsync(ShardSubject, data, jetstream.WithMsgID(id+"/"+sh.msg.Shard))
+			if err != nil {
+				pubErr = err
+				break
+			}
+			futures = append(futures, f)
 		}
-		f, err := s.d.JS.PublishAsync(ShardSubject, data, jetstream.WithMsgID(id+"/"+sh.msg.Shard))
-		if err != nil {
-			pubErr = err
-			break
-		}
-		futures = append(futures, f)
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			pubErr = cmp(pubErr, err)
-		case <-ctx.Done():
-			pubErr = cmp(pubErr, ctx.Err())
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				pubErr = cmp(pubErr, err)
+			case <-ctx.Done():
+				pubErr = cmp(pubErr, ctx.Err())
+			}
 		}
 	}
 	if pubErr != nil {

@@ -128,6 +128,18 @@ func TestSweepFindsFleetExactly(t *testing.T) {
 	if res.Stats.Pongs != len(cfgs) || res.Stats.Pings != int64(len(sweep.Addresses(block, block))) {
 		t.Errorf("stats %+v", res.Stats)
 	}
+	// Each probe at most once per address: one ping, one connection to
+	// each open port (the fake identifier opens none).
+	for _, c := range cfgs {
+		secs, _ := fleet.Probes(c.UUID)
+		var rmcp, http, tls int
+		for _, sec := range secs {
+			rmcp, http, tls = rmcp+sec.RMCP, http+sec.HTTP, tls+sec.TLS
+		}
+		if rmcp != 1 || http != 1 || tls != 1 {
+			t.Errorf("%s probed rmcp %d, http %d, tls %d times; want once each", c.IP, rmcp, http, tls)
+		}
+	}
 	st := fleet.Stats()
 	if st.RMCPPings != int64(len(cfgs)) {
 		t.Errorf("simulator counted %d pings for %d devices: each address gets one", st.RMCPPings, len(cfgs))
