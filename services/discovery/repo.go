@@ -491,6 +491,12 @@ ORDER BY 1 LIMIT $2`); err != nil {
 	if ev.OtherConsole, err = list(`SELECT DISTINCT uuid::text FROM discovery_results WHERE scan_id = $1 AND source = 'other_console' ORDER BY 1 LIMIT $2`); err != nil {
 		return nil, fmt.Errorf("complete scan %s: other-console devices: %w", scanID, err)
 	}
+	// Every shard is recorded: the credentials file has done its work (what
+	// opened a device now lives in device_credentials); keep no more secrets
+	// than needed.
+	if _, err := tx.Exec(ctx, `DELETE FROM discovery_credentials WHERE scan_id = $1`, scanID); err != nil {
+		return nil, fmt.Errorf("complete scan %s: drop its credentials: %w", scanID, err)
+	}
 	env, err := events.New(source, ev, "scan-completed-"+scanID)
 	if err != nil {
 		return nil, fmt.Errorf("complete scan %s: %w", scanID, err)

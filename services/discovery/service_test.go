@@ -303,6 +303,10 @@ func TestScanSharedByReplicasSurvivesAKill(t *testing.T) {
 	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM device_credentials WHERE source = 'other_console' AND active AND match = '127.16.0.0/16'`).Scan(&creds); err != nil || creds != provisioned {
 		t.Errorf("%d other-console credentials stored (err %v), want %d", creds, err, provisioned)
 	}
+	var left int
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM discovery_credentials WHERE scan_id = $1`, sc.ID).Scan(&left); err != nil || left != 0 {
+		t.Errorf("%d credentials-file rows kept after the scan (err %v), want 0", left, err)
+	}
 
 	// Events: one device.discovered per device (ids survive redelivery),
 	// then the summary.

@@ -73,7 +73,8 @@ CREATE INDEX discovery_results_uuid ON discovery_results (scan_id, uuid) WHERE u
 -- --credentials FILE`), encrypted with libs/secrets, aad
 -- "discovery_credentials"+scan_id/row+"password_enc". Once a device is
 -- identified with a row, the credentials are copied to device_credentials
--- (source other_console) under its UUID.
+-- (source other_console) under its UUID; the rows are deleted when the scan
+-- completes.
 CREATE TABLE discovery_credentials (
     scan_id      text    NOT NULL REFERENCES discovery_scans (id) ON DELETE CASCADE,
     row_no       integer NOT NULL,
