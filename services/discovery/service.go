@@ -719,7 +719,7 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 
 	id, err := s.repo.identifierFor(ctx, m.ScanID, shard)
 	if err != nil {
-		s.retry(ctx, msg, log, err)
+		s.retry(ctx, msg, m, deliveries, log, err)
 		return
 	}
 	id.tlsPort, id.httpPort, id.tracer = m.TLSPort, m.HTTPPort, s.d.Tel.Tracer
@@ -731,7 +731,7 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 	res, err := sweep.Sweep(ctx, cfg, sweep.Addresses(shard, target), id)
 	if err != nil {
 		span.RecordError(err)
-		s.retry(ctx, msg, log, err)
+		s.retry(ctx, msg, m, deliveries, log, err)
 		return
 	}
 	s.m.shardDur.Record(ctx, time.Since(began).Seconds())
@@ -749,7 +749,7 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 	}
 	done, completed, err := s.repo.finishShard(ctx, shardOutcome{msg: m, res: res, worker: s.cfg.Name, deliveries: deliveries, source: "/discovery/" + s.cfg.Name, id: id})
 	if err != nil {
-		s.retry(ctx, msg, log, err)
+		s.retry(ctx, msg, m, deliveries, log, err)
 		return
 	}
 	if err := msg.DoubleAck(ctx); err != nil {
@@ -770,12 +770,22 @@ func (s *Service) handleShard(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-func (s *Service) retry(ctx context.Context, msg jetstream.Msg, log *slog.Logger, err error) {
+func (s *Service) retry(ctx context.Context, msg jetstream.Msg, m shardMsg, deliveries int, log *slog.Logger, err error) {
 	if ctx.Err() != nil {
 		_ = msg.NakWithDelay(0) // shutting down: another replica takes it now
 		return
 	}
-	log.Warn("shard failed; retried later", "err", err)
+	if s.cfg.MaxDeliver > 0 && deliveries >= s.cfg.MaxDeliver {
+		// JetStream will not deliver it again: the scan cannot complete.
+		log.Error("shard failed on its last delivery; scan marked failed", "deliveries", deliveries, "err", err)
+		s.countShard(ctx, "terminated")
+		if ferr := s.repo.failScan(ctx, m.ScanID, fmt.Sprintf("shard %s failed %d times; see the discovery log", m.Shard, deliveries)); ferr != nil {
+			log.Error("mark scan failed", "err", ferr)
+		}
+		_ = msg.Term()
+		return
+	}
+	log.Warn("shard failed; retried later", "err", err, "deliveries", deliveries)
 	s.countShard(ctx, "retried")
 	_ = msg.NakWithDelay(5 * time.Second)
 }

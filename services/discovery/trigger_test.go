@@ -95,3 +95,30 @@ VALUES ($1, 1, $2, $3, 'k1', $4, 'amtprov', true)`, dev.UUID, simfleet.AdminUser
 		t.Errorf("%d scheduled scans, want 1", n)
 	}
 }
+
+// TestShardThatKeepsFailingFailsTheScan: a shard that fails on its last
+// allowed delivery (here: credentials that no key opens) marks its scan
+// failed instead of leaving it running forever.
+func TestShardThatKeepsFailingFailsTheScan(t *testing.T) {
+	h := newHarness(t)
+	h.replicaWith("a", func(c *discovery.Config) { c.MaxDeliver = 1 })
+	ctx := context.Background()
+	const id = "scan-broken"
+	for _, q := range []string{
+		`INSERT INTO discovery_scans (id, trigger, targets, shards_total, addresses_total) VALUES ('scan-broken', 'cli', '{127.16.99.0/24}', 1, 254)`,
+		`INSERT INTO discovery_shards (scan_id, shard, target, addresses) VALUES ('scan-broken', '127.16.99.0/24', '127.16.99.0/24', 254)`,
+		`INSERT INTO discovery_credentials (scan_id, row_no, match, username, password_enc, key_id) VALUES ('scan-broken', 0, '127.16.99.0/24', 'admin', '\x00', 'gone')`,
+	} {
+		if _, err := h.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := `{"scan_id":"scan-broken","shard":"127.16.99.0/24","target":"127.16.99.0/24","rate":1000,"rmcp_port":26623,"http_port":26992,"tls_port":26993}`
+	if _, err := h.js.Publish(ctx, discovery.ShardSubject, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(20*time.Second, func() bool { return h.status(id).State == "failed" })
+	if s := h.status(id); s.Error == "" || s.FinishedAt == nil {
+		t.Errorf("failed scan %+v", s)
+	}
+}
