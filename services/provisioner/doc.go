@@ -7,7 +7,7 @@
 // device.credentials on amt.v1.admin.>.
 //
 // Both cmd/provisioner and `amtprov dev` build it with New and run it with
-// Run; see README.md for configuration, the error codes and benchmarks.
+// Run; docs/provisioner.md has configuration, the error codes and benchmarks.
 //
 // Exactly-once, across replicas. JetStream delivers each hello at least
 // once; the job store turns that into at most one worker per device
