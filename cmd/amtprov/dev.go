@@ -44,6 +44,23 @@ type devOptions struct {
 	dataDir        string
 	logLevel       string
 	simTimeScale   float64
+
+	// Set by `amtprov bench` only (no flags of dev): the provisioner's
+	// worker pool (0: its default), the simulated firmware's WS-Man
+	// latency and first-hello window, and privateDB to ignore DATABASE_URL
+	// so every run starts from an empty database.
+	provWorkers    int
+	simLatency     time.Duration
+	simHelloSpread time.Duration
+	privateDB      bool
+}
+
+// devSystem is what startDev wired, for callers that measure it (bench).
+type devSystem struct {
+	js        jetstream.JetStream
+	prov      *provisioner.Service
+	helloAddr string
+	fleet     *amtsim.Fleet // nil without --simulate
 }
 
 func defaultDataDir() string {
@@ -101,7 +118,7 @@ func runDev(ctx context.Context, g *globals, o devOptions) error {
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	err := startDev(ctx, g, o, lc, log)
+	_, err := startDev(ctx, g, o, lc, log)
 	if err != nil {
 		return errors.Join(err, lc.Shutdown(context.WithoutCancel(ctx)))
 	}
@@ -110,28 +127,28 @@ func runDev(ctx context.Context, g *globals, o devOptions) error {
 
 // startDev wires everything; runDev runs it. Every resource registers its
 // shutdown right after it is created, so a failure half-way still cleans up.
-func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecycle, log *slog.Logger) error {
+func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecycle, log *slog.Logger) (*devSystem, error) {
 	// NATS: external when --nats/NATS_URL is given, else embedded with JetStream.
 	natsURL := g.nats
 	if natsURL == "" {
 		ns, err := startEmbeddedNATS(o.natsAddr, filepath.Join(o.dataDir, "nats"))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		lc.OnShutdown("nats-server", func(context.Context) error { ns.Shutdown(); ns.WaitForShutdown(); return nil })
 		natsURL = ns.ClientURL()
 	}
 	nc, err := bus.Connect(ctx, bus.Config{URL: natsURL, Name: "amtprov-dev"}, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lc.OnShutdown("nats-connection", func(context.Context) error { return nc.Drain() })
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{}); err != nil {
-		return err
+		return nil, err
 	}
 	lc.Ready("nats", func(context.Context) error {
 		if !nc.IsConnected() {
@@ -142,21 +159,24 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 
 	// PostgreSQL: DATABASE_URL, else a private cluster under the data dir.
 	dbURL := os.Getenv("DATABASE_URL")
+	if o.privateDB {
+		dbURL = ""
+	}
 	if dbURL == "" {
 		url, stop, err := pglocal.Start(ctx, filepath.Join(o.dataDir, "pg"), log)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		lc.OnShutdown("postgres", stop)
 		dbURL = url
 	}
 	pool, err := store.Open(ctx, dbURL)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lc.OnShutdown("db-pool", func(context.Context) error { pool.Close(); return nil })
 	if err := store.Migrate(ctx, pool, log); err != nil {
-		return err
+		return nil, err
 	}
 	lc.Ready("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })
 
@@ -164,27 +184,27 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	host, _ := os.Hostname()
 	helloTel, err := serviceTelemetry(ctx, lc, "hello-listener")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pub := bus.NewPublisher(js, "/hello-listener/"+host, helloTel)
 	_, helloAddr, err := listener.Start(lc, listener.Config{Addr: o.helloAddr, Name: host}, pub,
 		listener.Options{Tracer: helloTel.Tracer, Meter: helloTel.Meter, Logger: log.With("component", "hello-listener")})
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	invTel, err := serviceTelemetry(ctx, lc, "inventory")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	inv, err := inventory.New(inventory.Config{}, pool, js, invTel, log.With("component", "inventory"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lc.Go("inventory", inv.Run)
 	apiLn, err := net.Listen("tcp", o.apiAddr)
 	if err != nil {
-		return fmt.Errorf("api listener: %w", err)
+		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics/hello-listener", helloTel.Metrics)
@@ -196,16 +216,16 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	// after each provisioning; its keyring is the dev keyring under the data dir.
 	discTel, err := serviceTelemetry(ctx, lc, "discovery")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	discKeys, err := secrets.DevKeyring(o.dataDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	disc, err := discovery.New(discovery.Config{Name: host}, discovery.Deps{Pool: pool, NC: nc, JS: js, Keys: discKeys, Tel: discTel,
 		Log: log.With("component", "discovery")})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lc.Go("discovery", disc.Run)
 	mux.Handle("GET /metrics/discovery", discTel.Metrics)
@@ -216,21 +236,21 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	// provisioning chain, and the simulated devices trust its root.
 	caTel, err := serviceTelemetry(ctx, lc, "certauthority")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	caKeys, err := secrets.DevKeyring(o.dataDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ca, err := certauthority.New(ctx, certauthority.Config{}, pool, caKeys, nc, js, caTel, log.With("component", "certauthority"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lc.Go("certauthority", ca.Run)
 	mux.Handle("GET /metrics/certauthority", caTel.Metrics)
 	devRoot, err := certauthority.EnsureDevDomain(ctx, pool, caKeys, amtsim.DefaultDNSSuffix)
 	if err != nil {
-		return fmt.Errorf("development provisioning domain: %w", err)
+		return nil, fmt.Errorf("development provisioning domain: %w", err)
 	}
 	log.Info("development provisioning domain ready", "suffix", amtsim.DefaultDNSSuffix, "root", devRoot.String())
 	devTrust := []amt.RootHash{devRoot}
@@ -239,16 +259,16 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	// device certificates from the CA); a progress line on stderr.
 	provTel, err := serviceTelemetry(ctx, lc, "provisioner")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := provisioner.EnsureDefaultProfile(ctx, pool, "default", provisioner.ProfileSettings{SOL: true, IDER: true, KVM: true}); err != nil {
-		return err
+		return nil, err
 	}
-	prov, err := provisioner.New(provisioner.Config{Instance: host}, provisioner.Deps{Pool: pool, JS: js, NC: nc, Keys: caKeys,
+	prov, err := provisioner.New(provisioner.Config{Instance: host, Workers: o.provWorkers}, provisioner.Deps{Pool: pool, JS: js, NC: nc, Keys: caKeys,
 		Domains: &provisioner.CADomains{DB: pool, Keys: caKeys}, Signer: provisioner.CASigner{Client: certauthority.NewClient(nc)},
 		Tel: provTel, Log: log.With("component", "provisioner")})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lc.Go("provisioner", prov.Run)
 	lc.Go("provisioner-progress", func(ctx context.Context) error { return provisioner.Progress(ctx, g.err, prov.Stats, 2*time.Second) })
@@ -258,10 +278,11 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 
 	// The simulated fleet sends its hellos to our listener.
 	simLine := ""
+	sys := &devSystem{js: js, prov: prov, helloAddr: dialable(helloAddr.String())}
 	if o.simulate > 0 {
 		base, err := netip.ParseAddr(o.simBase)
 		if err != nil {
-			return fmt.Errorf("%w: --sim-base: %v", service.ErrUsage, err)
+			return nil, fmt.Errorf("%w: --sim-base: %v", service.ErrUsage, err)
 		}
 		fleet, err := amtsim.Start(ctx, amtsim.Options{
 			Devices:         o.simulate,
@@ -270,22 +291,25 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 			Range:           netip.PrefixFrom(base, 16).Masked(),
 			ProvisionServer: dialable(helloAddr.String()),
 			TimeScale:       o.simTimeScale,
+			Latency:         o.simLatency,
+			HelloSpread:     o.simHelloSpread,
 			TrustHashes:     devTrust,
 			Logger:          log.With("component", "amtsim"),
 		})
 		if err != nil {
-			return fmt.Errorf("simulator: %w", err)
+			return nil, fmt.Errorf("simulator: %w", err)
 		}
 		lc.OnShutdown("simulator", func(context.Context) error { return fleet.Close() })
+		sys.fleet = fleet
 		simLn, err := net.Listen("tcp", o.simControlAddr)
 		if err != nil {
-			return fmt.Errorf("simulator control listener: %w", err)
+			return nil, fmt.Errorf("simulator control listener: %w", err)
 		}
 		simLine = " sim=http://" + lc.Serve("sim-control", simLn, fleet.ControlHandler())
 	}
 
 	fmt.Fprintf(g.out, "amtprov ready hello=%s api=http://%s nats=%s%s\n", helloAddr, apiAddr, redactURL(natsURL), simLine)
-	return nil
+	return sys, nil
 }
 
 func serviceTelemetry(ctx context.Context, lc *service.Lifecycle, name string) (telemetry.Providers, error) {

@@ -35,7 +35,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return fmt.Errorf("%w: %v", service.ErrUsage, err)
 	})
-	root.AddCommand(newDevCmd(g), newUpCmd(g), newHelloCmd(g), newDevicesCmd(g), newEventsCmd(g), newScanCmd(g), newDomainCmd(g), newProfileCmd(g), newJobsCmd(g), newExplainCmd(g), newDeviceCmd(g))
+	root.AddCommand(newDevCmd(g), newUpCmd(g), newHelloCmd(g), newDevicesCmd(g), newEventsCmd(g), newScanCmd(g), newDomainCmd(g), newProfileCmd(g), newJobsCmd(g), newExplainCmd(g), newDeviceCmd(g), newBenchCmd(g))
 	return root
 }
 
