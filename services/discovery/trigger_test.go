@@ -2,7 +2,10 @@ package discovery_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,4 +124,40 @@ func TestShardThatKeepsFailingFailsTheScan(t *testing.T) {
 	if s := h.status(id); s.Error == "" || s.FinishedAt == nil {
 		t.Errorf("failed scan %+v", s)
 	}
+}
+
+// TestLongShardKeepsItsLease: a shard that takes several AckWaits to sweep
+// is kept leased by heartbeats and delivered once.
+func TestLongShardKeepsItsLease(t *testing.T) {
+	h := newHarness(t)
+	h.replicaWith("a", func(c *discovery.Config) { c.AckWait = time.Second })
+	var tgt discovery.Target
+	h.call(discovery.VerbAdd, discovery.AddTargetRequest{CIDR: "127.16.98.0/24", RateLimit: 80,
+		RMCPPort: simfleet.RMCPPort, HTTPPort: simfleet.HTTPPort, TLSPort: simfleet.TLSPort}, &tgt)
+	var sc discovery.Scan
+	start := time.Now()
+	h.call(discovery.VerbRun, discovery.RunRequest{CIDRs: []string{"127.16.98.0/24"}}, &sc)
+	h.eventually(30*time.Second, func() bool { return h.status(sc.ID).State == "completed" })
+	if d := time.Since(start); d < 3*time.Second {
+		t.Fatalf("the shard took %v, not several AckWaits: the test proves nothing", d)
+	}
+	var deliveries int
+	if err := h.pool.QueryRow(context.Background(), `SELECT deliveries FROM discovery_shards WHERE scan_id = $1`, sc.ID).Scan(&deliveries); err != nil || deliveries != 1 {
+		t.Errorf("shard delivered %d times (err %v), want once", deliveries, err)
+	}
+	rec := httptest.NewRecorder()
+	h.metrics.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if body := rec.Body.String(); !strings.Contains(body, `outcome="done"`) || strings.Contains(body, `outcome="redelivered"`) {
+		t.Errorf("shard outcomes in /metrics:\n%s", grepLines(body, "amtprov_discovery_shards_total"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
