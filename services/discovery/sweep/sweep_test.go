@@ -365,3 +365,21 @@ func TestSweepRejectsBadConfig(t *testing.T) {
 }
 
 var _ = probe.MaxHead
+
+// TestSweepGlobalLimiterBinds: the process-wide limiter holds even when
+// the sweep's own budget is far higher.
+func TestSweepGlobalLimiterBinds(t *testing.T) {
+	block := netip.MustParsePrefix("127.15.201.0/24")
+	cfg := testConfig()
+	cfg.Rate = 1e6
+	cfg.Global = newLimiter(500) // burst 50
+	cfg.PingWait = 100 * time.Millisecond
+	start := time.Now()
+	res, err := sweep.Sweep(context.Background(), cfg, sweep.Addresses(block, block), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if min := time.Duration(float64(res.Stats.Pings-50) / 500 * float64(time.Second)); time.Since(start) < min {
+		t.Errorf("%d pings in %v: the global limit of 500/s allows no less than %v", res.Stats.Pings, time.Since(start), min)
+	}
+}
