@@ -279,7 +279,12 @@ func (e *Engine) Run(ctx context.Context, job jobstore.Job, owner string, h *eve
 			continue
 		}
 		if r.toVerify && st.name != StepVerify && st.name != StepCredentials {
-			continue
+			if st.name != StepCommit {
+				continue
+			}
+			// The commit went through before it was recorded: the device's
+			// state confirmed it; record it as such (no second call).
+			st.fn = func(*Engine, context.Context, *run, jobstore.Step) error { return nil }
 		}
 		if res, stop := e.runStep(ctx, r, seq, st, before); stop {
 			return res
@@ -455,6 +460,16 @@ func (e *Engine) connect(ctx context.Context, r *run, _ jobstore.Step) error {
 			return nil
 		}
 		c.Close()
+		if errors.Is(err, wsman.ErrUnauthorized) {
+			// The device wants digest: it is provisioned. If this job
+			// reached CommitChanges (a worker that died after committing),
+			// only verification is left; otherwise someone else did it.
+			if cm, ok := r.steps[StepCommit]; ok && cm.AttemptNo > 0 && len(r.p.CertDER) > 0 {
+				r.domain, r.p.Domain, r.toVerify = d, d.Name, true
+				return nil
+			}
+			return errcode.Wrap(errcode.AMTNotPermitted, err, "the device is already provisioned (it asks for digest credentials)")
+		}
 		if errcode.Classify(err) != errcode.CertRejectedByDevice {
 			return fmt.Errorf("connect to %s with domain %s: %w", r.addr, d.Name, err)
 		}
@@ -975,6 +990,18 @@ func (e *Engine) verify(ctx context.Context, r *run, _ jobstore.Step) error {
 	}
 	if !d.TLSEnabled {
 		return errcode.New(errcode.VerifyFailed, "TLS is not enabled on the device after commit")
+	}
+	if d.AMTVersion == "" { // resumed straight into verify: read it now
+		if err := e.retry(ctx, true, func(ctx context.Context) error {
+			ids, err := c.SoftwareIdentities(ctx)
+			if err == nil {
+				fw, _ := wsman.FirmwareVersionOf(ids)
+				d.AMTVersion = fw.Full()
+			}
+			return err
+		}); err != nil {
+			return fmt.Errorf("read firmware version of %s after commit: %w", r.addr, err)
+		}
 	}
 	r.device = d
 	return nil

@@ -262,3 +262,50 @@ func TestRebootBeforeCommitRestartsAndCommitsOnce(t *testing.T) {
 	}
 	adminLogin(t, e, dev)
 }
+
+// TestCommitNotRecordedIsVerifiedNotRepeated: a worker that died between
+// CommitChanges and recording it leaves the commit step unfinished; the
+// next run finds the device provisioned (it asks for digest), verifies
+// with the pinned certificate and records the commit without a second call.
+func TestCommitNotRecordedIsVerifiedNotRepeated(t *testing.T) {
+	dom := provtest.NewDomain(t, "corp", "corp.example.com", provtest.LeafOptions{})
+	e := newEnv(t, dom)
+	o := provtest.FleetOptions(t, 1, 5, "127.0.0.1:1", dom)
+	o.LegacyShare = 0
+	f := provtest.StartFleet(t, o)
+	dev := f.Devices()[0]
+	h := helloOf(dev, provtest.RootHash(t, dom))
+	job, res := e.run(t, h, "w1")
+	if !res.Outcome.Succeeded {
+		t.Fatalf("first run: %+v", res.Outcome)
+	}
+	// Rewind the record to "commit started, never finished" and hand the
+	// job to another worker, as a lease takeover would.
+	ctx := context.Background()
+	pool := e.store.Pool()
+	if _, err := pool.Exec(ctx, `UPDATE provisioning_steps SET outcome = 'running', finished = NULL WHERE job_id = $1 AND step = 'commit'`, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `DELETE FROM provisioning_steps WHERE job_id = $1 AND step = 'verify'`, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Requeue(ctx, job.ID, "w1", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	calls := dev.Counters.WSManCalls.Load()
+	job2, res := e.run(t, h, "w2")
+	if job2.ID != job.ID || !res.Outcome.Succeeded || res.Outcome.Device.AMTVersion == "" {
+		t.Fatalf("second run: %+v %v", res.Outcome, res.Err)
+	}
+	e.finish(t, job2, "w2", res)
+	steps, _ := e.store.Steps(ctx, job.ID)
+	for _, s := range steps {
+		if s.Step == workflow.StepCommit && (s.Outcome != jobstore.OutcomeOK || s.AttemptNo != 2) {
+			t.Fatalf("commit step %+v", s)
+		}
+	}
+	if n := dev.Counters.WSManCalls.Load() - calls; n > 10 {
+		t.Fatalf("%d WS-Man calls to verify: the workflow was repeated", n)
+	}
+	adminLogin(t, e, dev)
+}
