@@ -31,6 +31,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/amtprov/amtprov/libs/admin"
+	"github.com/amtprov/amtprov/services/certauthority"
 	"github.com/amtprov/amtprov/services/provisioner"
 	"github.com/amtprov/amtprov/tools/amtsim"
 )
@@ -529,8 +530,12 @@ func spanNames(tr jaegerTrace, spans []jaegerSpan) []string {
 // service of the cluster.
 func checkMetrics(t *testing.T, c *cluster, deploy string) {
 	t.Helper()
-	// A malformed hello, so the listener's reject counter exists.
+	// A malformed hello and a refused sign request, so the reject and
+	// refusal counters exist (they appear at their first event).
 	sendJunkHello(t, c.service("hello-listener")[0].Hello)
+	if len(c.service("certauthority")) > 0 {
+		provokeCARefusal(t, c)
+	}
 	_, rules := readAlertRules(t, deploy)
 	_, panels := readDashboard(t, deploy)
 	exprs := append(rules, panels...)
@@ -676,4 +681,27 @@ func hasAll(have, want []string) bool {
 		}
 	}
 	return true
+}
+
+// provokeCARefusal sends certauthority a sign request it must refuse (as
+// the ops user: no service but the provisioner may ask) and checks the
+// refusal is a typed error.
+func provokeCARefusal(t *testing.T, c *cluster) {
+	t.Helper()
+	opsURL, err := os.ReadFile(filepath.Join(c.state.NATSURLDir, natsUserOps+".url"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(strings.TrimSpace(string(opsURL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = certauthority.NewClient(nc).Sign(ctx, certauthority.SignRequest{UUID: "not-a-uuid", Purpose: certauthority.PurposeDeviceTLS})
+	var aerr *admin.Error
+	if !errors.As(err, &aerr) {
+		t.Fatalf("sign request with a bad uuid: %v, want a refusal (*admin.Error)", err)
+	}
 }
