@@ -7,8 +7,10 @@ import (
 
 // topLevelLabels is how many trailing labels of a certificate name AMT
 // compares, by top-level domain (PROTOCOL.md §6.1 item 6, MeshCentral's
-// table). It mirrors tools/amtsim/internal/pkicheck, which is internal to
-// the simulator module; both should move to libs/amt.
+// table). tools/amtsim/internal/pkicheck has the same table on purpose:
+// the simulator is the test oracle for firmware behaviour, and an oracle
+// that shared this code with the system under test could not catch a
+// mistake in it.
 var topLevelLabels = map[string]int{
 	"net": 2, "com": 2, "arpa": 3, "org": 2, "gov": 2, "edu": 2, "de": 2, "fr": 3, "cn": 3,
 	"nl": 3, "br": 3, "mx": 3, "uk": 3, "pl": 3, "tw": 3, "ca": 3, "fi": 3, "be": 3, "ru": 3,
