@@ -73,8 +73,10 @@ type cluster struct {
 // startCluster runs bin/amtprov up in dir and waits for its ready line.
 func startCluster(t *testing.T, bin, deploy, dir string) *cluster {
 	t.Helper()
+	// Two replicas of the consumers: the work is shared, and one attempt
+	// is still one trace.
 	cmd := exec.Command(filepath.Join(bin, "amtprov"), "up", "--dir", dir, "--bin-dir", bin, "--deploy-dir", deploy,
-		"--log-level", "warn", "--ready-timeout", "3m")
+		"--log-level", "warn", "--ready-timeout", "3m", "--provisioner", "2", "--inventory", "2")
 	cmd.Env = append(os.Environ(), "DATABASE_URL=")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
