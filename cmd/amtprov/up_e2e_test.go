@@ -32,7 +32,6 @@ import (
 
 	"github.com/amtprov/amtprov/libs/admin"
 	"github.com/amtprov/amtprov/services/certauthority"
-	"github.com/amtprov/amtprov/services/provisioner"
 	"github.com/amtprov/amtprov/tools/amtsim"
 )
 
@@ -598,7 +597,7 @@ func sendJunkHello(t *testing.T, addr string) {
 // setUpProvisioning does what an operator does before devices can be
 // provisioned, through the CLI's NATS user: a development provisioning
 // domain for the simulator's DNS suffix (whose root the simulated devices
-// are then told to trust) and a default profile. It returns the amtsim
+// are then told to trust) and a default profile, both with the CLI. It returns the amtsim
 // flags for the trust.
 func setUpProvisioning(t *testing.T, bin string, c *cluster) []string {
 	t.Helper()
@@ -619,17 +618,9 @@ func setUpProvisioning(t *testing.T, bin string, c *cluster) []string {
 		t.Fatalf("amtprov domain create-dev printed %q: %v", out, err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	var prof provisioner.Profile
-	if err := admin.Call(ctx, nc, provisioner.SubjectProfileCreate,
-		provisioner.ProfileCreateRequest{Name: "e2e", Default: true}, &prof); err != nil {
-		t.Fatalf("create the default profile: %v", err)
+	if out, err := exec.Command(filepath.Join(bin, "amtprov"), "--nats", natsURL,
+		"profile", "create", "e2e", "--default").Output(); err != nil {
+		t.Fatalf("amtprov profile create: %v (%s) %s", err, stderrOf(err), out)
 	}
 	return []string{"--trust-hash", "sha256:" + dom.RootSHA256, "--dns-suffix", amtsim.DefaultDNSSuffix}
 }
