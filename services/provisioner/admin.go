@@ -235,6 +235,9 @@ func (s *Service) Explain(ctx context.Context, r UUIDRequest) (Explanation, erro
 		info := errcode.Lookup(errcode.Code(j.ErrorCode))
 		e.Summary = fmt.Sprintf("attempt %d failed at step %s with %s: %s", j.Attempt, orNone(e.Step), j.ErrorCode, info.Summary)
 		e.Fix = info.Hint
+		if s.cfg.RetryFailedAfter > 0 {
+			e.Fix += fmt.Sprintf(" (the device's next hello after %s starts a new attempt)", fmtTime(ptrAdd(j.FinishedAt, s.cfg.RetryFailedAfter)))
+		}
 	}
 	return e, nil
 }
@@ -244,6 +247,14 @@ func fmtTime(t *time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+func ptrAdd(t *time.Time, d time.Duration) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.Add(d)
+	return &v
 }
 
 func orNone(s string) string {

@@ -112,7 +112,7 @@ func newHarness(t testing.TB) *harness {
 
 func testConfig(instance string) provisioner.Config {
 	return provisioner.Config{
-		Instance: instance, Workers: 64, Lease: 3 * time.Second, AckWait: 2 * time.Second, MaxDeliver: 8,
+		Instance: instance, Workers: 64, Lease: 3 * time.Second, AckWait: 2 * time.Second, MaxDeliver: 8, RetryFailedAfter: time.Hour,
 		Backoff: []time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second},
 		Workflow: workflow.Config{DevicePort: provtest.TLSPort, CallTimeout: 3 * time.Second, StepRetry: 2 * time.Second,
 			VerifyWait: 5 * time.Second, PostCommitPause: 100 * time.Millisecond},
@@ -352,46 +352,109 @@ func TestEndToEndAllDevicesProvisioned(t *testing.T) {
 const maxSessions = 2
 
 func TestEndToEndWithFaults(t *testing.T) {
-	n := 60
+	n := 50
 	if long() {
 		n = 500
 	}
 	h := newHarness(t)
-	h.startReplica("p1")
+	// Fewer, shorter tries than the other tests, so that the devices that
+	// stay broken fail within seconds.
+	cfg := testConfig("p1")
+	cfg.MaxDeliver, cfg.Workflow.StepRetry = 5, time.Second
+	h.startReplicaWith("p1", cfg, provtest.Domains{h.domain}, h.signer)
 	f := h.startFleet(n, 20, func(o *amtsim.Options) {
 		o.Faults = []amtsim.FaultSpec{
-			{Kind: firmware.FaultReset, Share: 0.10, For: 3 * time.Second},
-			{Kind: firmware.FaultReboot, Share: 0.05, For: 2 * time.Second},
-			{Kind: firmware.FaultUnreachable, Share: 0.02, For: 4 * time.Second},
-			// A few devices never become reachable: they must fail with
-			// DEVICE_UNREACHABLE after the last delivery, not hang.
+			{Kind: firmware.FaultReset, Share: 0.10, For: 2 * time.Second},
+			{Kind: firmware.FaultUnreachable, Share: 0.02, For: 3 * time.Second},
+			// Devices that never become reachable, or reboot at every
+			// commit, must fail with DEVICE_UNREACHABLE / DEVICE_REBOOTED
+			// after the last delivery, not hang.
 			{Kind: firmware.FaultUnreachable, Share: 0.04},
+			{Kind: firmware.FaultReboot, Share: 0.04},
 		}
 	})
 	devs := f.Devices()
-	// Which devices carry a permanent fault, from the simulator's ground truth.
-	permanent := map[string]bool{}
+	// 5% reboot before commit once: the fault is lifted as soon as the
+	// provisioner has seen the reboot, so the retry must commit.
+	rebootOnce := map[string]bool{}
 	for _, d := range devs {
-		if d.HasFault(firmware.FaultUnreachable) {
-			permanent[d.Config().UUID] = true // some of these recover after 4s; see below
+		if len(rebootOnce) < max(n/20, 1) && len(d.Info().Faults) == 0 {
+			u := d.Config().UUID
+			rebootOnce[u] = true
+			if err := f.InjectFault(u, firmware.FaultReboot, time.Hour); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	liftCtx, stopLift := context.WithCancel(context.Background())
+	liftDone := make(chan struct{})
+	go func() {
+		defer close(liftDone)
+		lifted := map[string]bool{}
+		for len(lifted) < len(rebootOnce) && liftCtx.Err() == nil {
+			rows, err := h.pool.Query(liftCtx, `SELECT DISTINCT j.uuid::text FROM provisioning_steps s JOIN provisioning_jobs j ON j.id = s.job_id
+				WHERE s.step = 'commit' AND s.error_code = 'DEVICE_REBOOTED'`)
+			if err == nil {
+				for rows.Next() {
+					var u string
+					if rows.Scan(&u) == nil && rebootOnce[u] && !lifted[u] {
+						lifted[u] = true
+						_ = f.InjectFault(u, firmware.FaultReboot, time.Nanosecond) // the fault ends now
+					}
+				}
+				rows.Close()
+			}
+			select {
+			case <-liftCtx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { stopLift(); <-liftDone })
 	eventually(t, "every device provisioned or failed", 3*time.Minute, func() (bool, string) { return h.jobsSettled(n) })
 	outs := h.outcomes()
-	failed := 0
+	var failedUnreachable, failedReboot int
 	for _, d := range devs {
 		u := d.Config().UUID
 		o := outs[u]
 		switch {
 		case o.state == "succeeded":
-		case o.state == "failed" && o.code == "DEVICE_UNREACHABLE" && permanent[u] && d.HasFault(firmware.FaultUnreachable):
-			failed++
+		case o.state == "failed" && o.code == "DEVICE_UNREACHABLE" && d.HasFault(firmware.FaultUnreachable):
+			failedUnreachable++
+		case o.state == "failed" && o.code == "DEVICE_REBOOTED" && d.HasFault(firmware.FaultReboot) && !rebootOnce[u]:
+			failedReboot++
 		default:
-			t.Errorf("%s: %s %s (faults now %v)", u, o.state, o.code, d.Info().Faults)
+			t.Errorf("%s: %s %s (faults now %v, reboot once %v)", u, o.state, o.code, d.Info().Faults, rebootOnce[u])
 		}
 	}
-	if failed == 0 {
-		t.Error("no device failed: the permanent unreachable share did not take effect")
+	if failedUnreachable == 0 || failedReboot == 0 {
+		t.Errorf("failed unreachable %d, rebooted %d: the permanent fault shares did not take effect", failedUnreachable, failedReboot)
+	}
+	// The faults were felt: steps retried across deliveries, by code.
+	rows, err := h.pool.Query(context.Background(), `SELECT error_code, count(*), max(attempt_no) FROM provisioning_steps
+		WHERE attempt_no > 1 OR error_code <> '' GROUP BY error_code`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	felt := map[string]int{}
+	for rows.Next() {
+		var code string
+		var cnt, most int
+		if err := rows.Scan(&code, &cnt, &most); err != nil {
+			t.Fatal(err)
+		}
+		felt[code] = cnt
+		t.Logf("steps repeated or failed with %q: %d (most tries %d)", code, cnt, most)
+	}
+	// A reboot at commit makes the job start over: its commit step runs
+	// again and succeeds on a later delivery.
+	var recommitted int
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM provisioning_steps
+		WHERE step = 'commit' AND attempt_no > 1 AND outcome = 'ok'`).Scan(&recommitted); err != nil {
+		t.Fatal(err)
+	}
+	if recommitted < len(rebootOnce) || felt["DEVICE_UNREACHABLE"] == 0 {
+		t.Errorf("faults not exercised: %d commits after a reboot, repeated steps %v", recommitted, felt)
 	}
 	h.checkProvisioned(devs, outs, maxSessions)
 }

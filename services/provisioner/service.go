@@ -52,6 +52,10 @@ type Config struct {
 	// Backoff is the redelivery delay after the n-th transient failure
 	// (default 2s, 5s, 10s, 20s, 30s, 60s).
 	Backoff []time.Duration
+	// RetryFailedAfter: after a job fails, the device's hellos start a new
+	// attempt only once this long has passed (default 5 min; negative: on
+	// the next hello).
+	RetryFailedAfter time.Duration
 	// Workflow tunes the device conversation (ports, timeouts).
 	Workflow workflow.Config
 	// Relay tunes the outbox relay.
@@ -84,6 +88,9 @@ func (c Config) withDefaults() Config {
 	}
 	if len(c.Backoff) == 0 {
 		c.Backoff = []time.Duration{2 * time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second, 30 * time.Second, time.Minute}
+	}
+	if c.RetryFailedAfter == 0 {
+		c.RetryFailedAfter = 5 * time.Minute
 	}
 	c.Workflow.Lease = c.Lease
 	if c.Admin.Queue == "" {
@@ -149,6 +156,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	cfg.Workflow.Logger = deps.Log
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log}
 	s.store = jobstore.New(deps.Pool, outbox.Add, deps.Source)
+	s.store.FailedCooldown = max(cfg.RetryFailedAfter, 0)
 	s.engine = workflow.New(cfg.Workflow, s.store, deps.Domains, deps.Signer, deps.Keys)
 	var m metric.Meter
 	if deps.Tel.Meter != nil {

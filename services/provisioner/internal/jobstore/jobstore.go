@@ -104,6 +104,11 @@ type Store struct {
 	pool   *pgxpool.Pool
 	outbox OutboxFunc
 	source string // ce-source of the events it writes
+	// FailedCooldown: a hello within this long after the device's last
+	// job failed is Stale instead of starting a new attempt, so a device
+	// with a problem only an operator can fix does not get an attempt per
+	// hello. Set it before use; zero means a new attempt on every newer hello.
+	FailedCooldown time.Duration
 }
 
 // New returns a Store on pool that writes events with outbox, as source.
@@ -203,6 +208,16 @@ func (s *Store) Acquire(ctx context.Context, h Hello, owner string, lease time.D
 				if last.FinishedAt != nil && !h.ReceivedAt.After(*last.FinishedAt) {
 					job, dec = last, Stale
 					return nil
+				}
+				if last.State == StateFailed && s.FailedCooldown > 0 {
+					var cooling bool
+					if err := tx.QueryRow(ctx, `SELECT $1::timestamptz > now() - $2::interval`, last.FinishedAt, s.FailedCooldown).Scan(&cooling); err != nil {
+						return fmt.Errorf("check cooldown of %s: %w", h.UUID, err)
+					}
+					if cooling {
+						job, dec = last, Stale
+						return nil
+					}
 				}
 			}
 		}

@@ -202,7 +202,15 @@ func TestRequeueFinishAndStaleHellos(t *testing.T) {
 	if err != nil || d != jobstore.Started || j2.Attempt != 2 {
 		t.Fatalf("later hello: %v %v %+v", d, err, j2)
 	}
-	want := []string{events.TypeProvisioningStarted, events.TypeProvisioningFailed, events.TypeProvisioningStarted}
+	if err := s.Finish(ctx, j2, "w3", jobstore.Outcome{Code: "NO_MATCHING_PROVISIONING_CERT"}); err != nil {
+		t.Fatal(err)
+	}
+	// With a cooldown, hellos right after a failure start nothing.
+	s.FailedCooldown = time.Hour
+	if _, d, err := s.Acquire(ctx, hello(time.Now().Add(2*time.Second)), "w4", time.Minute); err != nil || d != jobstore.Stale {
+		t.Fatalf("hello during the cooldown: %v %v", d, err)
+	}
+	want := []string{events.TypeProvisioningStarted, events.TypeProvisioningFailed, events.TypeProvisioningStarted, events.TypeProvisioningFailed}
 	if got := outboxTypes(t, pool); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("outbox %v, want %v", got, want)
 	}
