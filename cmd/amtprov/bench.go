@@ -428,7 +428,7 @@ func benchInProcess(ctx context.Context, g *globals, o benchOptions, c benchConf
 func benchMeasure(ctx context.Context, o benchOptions, js jetstream.JetStream, fleet *amtsim.Fleet, procs []benchProc, r *benchRun, log *slog.Logger) error {
 	start := time.Now()
 	col := newBenchCollector(o.devices)
-	stop, err := col.start(ctx, js)
+	stop, err := col.start(ctx, js, log)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"sync"
@@ -51,7 +52,7 @@ var benchSubjects = []string{
 }
 
 // start consumes in the background; the returned stop ends it.
-func (c *benchCollector) start(ctx context.Context, js jetstream.JetStream) (stop func(), err error) {
+func (c *benchCollector) start(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (stop func(), err error) {
 	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects: benchSubjects,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -59,7 +60,10 @@ func (c *benchCollector) start(ctx context.Context, js jetstream.JetStream) (sto
 	if err != nil {
 		return nil, fmt.Errorf("bench: read the %s stream: %w", events.StreamName, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { c.add(m.Subject(), m.Headers(), m.Data()) })
+	cc, err := cons.Consume(func(m jetstream.Msg) { c.add(m.Subject(), m.Headers(), m.Data()) },
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			log.Warn("bench: reading the stream", "err", err)
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("bench: consume the %s stream: %w", events.StreamName, err)
 	}
