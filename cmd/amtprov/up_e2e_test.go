@@ -486,6 +486,12 @@ func TestE2EUpProvisionsAndTraces(t *testing.T) {
 				return fmt.Errorf("%d traces with all of %v, want one provisioning attempt", len(full), want)
 			}
 			tr = full[0]
+			// Spans reach Jaeger when they end (a job's outer spans end
+			// last, then wait for the exporter's batch): until the trace
+			// has one root, parents are still missing.
+			if roots := tr.roots(); len(roots) != 1 {
+				return fmt.Errorf("trace %s not complete yet: %d spans without a parent: %v", tr.TraceID, len(roots), spanNames(tr, roots))
+			}
 			return nil
 		})
 		if roots := tr.roots(); len(roots) != 1 || tr.service(roots[0]) != "hello-listener" {
