@@ -39,7 +39,7 @@ func (s *Store) SaveJobCredentials(ctx context.Context, jobID int64, owner, uuid
 	seal func(version int, column string) ([]byte, string, error)) (int, error) {
 	var version int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := renew(ctx, tx, jobID, owner, time.Minute); err != nil {
+		if err := owns(ctx, tx, jobID, owner); err != nil {
 			return err
 		}
 		// Serialise versions per device.

@@ -273,6 +273,21 @@ func renew(ctx context.Context, tx pgx.Tx, jobID int64, owner string, lease time
 	return nil
 }
 
+// owns checks inside tx that owner still holds jobID's lease, locking the
+// job row against a concurrent takeover until tx ends.
+func owns(ctx context.Context, tx pgx.Tx, jobID int64, owner string) error {
+	var ok bool
+	err := tx.QueryRow(ctx, `SELECT true FROM provisioning_jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running' FOR SHARE`,
+		jobID, owner).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("job %d: %w", jobID, ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("check lease of job %d: %w", jobID, err)
+	}
+	return nil
+}
+
 // Renew extends owner's lease on jobID.
 func (s *Store) Renew(ctx context.Context, jobID int64, owner string, lease time.Duration) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return renew(ctx, tx, jobID, owner, lease) })
@@ -485,7 +500,7 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, job Job, ev events.Provisio
 // the record.
 func (s *Store) ResetSteps(ctx context.Context, jobID int64, owner, first, last string) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := renew(ctx, tx, jobID, owner, time.Minute); err != nil {
+		if err := owns(ctx, tx, jobID, owner); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE provisioning_steps SET outcome = 'retry', error_code = 'DEVICE_REBOOTED'

@@ -263,13 +263,13 @@ func (e *Engine) Run(ctx context.Context, job jobstore.Job, owner string, h *eve
 	defer r.close()
 	prev, err := e.store.Steps(ctx, job.ID)
 	if err != nil {
-		return e.fail(r, "", errcode.Wrap(errcode.Internal, err, "read job steps"))
+		return e.fail("", errcode.Wrap(errcode.Internal, err, "read job steps"))
 	}
 	for _, st := range prev {
 		r.steps[st.Step] = st
 		if st.Done() && len(st.State) > 0 {
 			if err := json.Unmarshal(st.State, &r.p); err != nil {
-				return e.fail(r, st.Step, errcode.Wrap(errcode.Internal, err, "read state of step %s", st.Step))
+				return e.fail(st.Step, errcode.Wrap(errcode.Internal, err, "read state of step %s", st.Step))
 			}
 		}
 	}
@@ -370,10 +370,10 @@ func (e *Engine) lost(r *run, stepName string, err error) Result {
 	if errors.Is(err, jobstore.ErrLeaseLost) {
 		return Result{Err: err, Retry: true, Outcome: jobstore.Outcome{Step: stepName, Code: "LEASE_LOST", Detail: "another worker took the job over"}}
 	}
-	return e.fail(r, stepName, errcode.Wrap(errcode.Internal, err, "record step %s", stepName))
+	return e.fail(stepName, errcode.Wrap(errcode.Internal, err, "record step %s", stepName))
 }
 
-func (e *Engine) fail(_ *run, stepName string, err error) Result {
+func (e *Engine) fail(stepName string, err error) Result {
 	code := errcode.Classify(err)
 	info := errcode.Lookup(code)
 	return Result{Retry: info.Retryable, Err: err, Outcome: jobstore.Outcome{Step: stepName, Code: string(code), Hint: info.Hint, Detail: detail(err)}}
