@@ -3,7 +3,7 @@
 // purpose. Build with: GOWORK=off go build -o ../../bin/nats-server github.com/nats-io/nats-server/v2
 module github.com/amtprov/amtprov/tools/nats-server
 
-go 1.26
+go 1.26.0
 
 tool github.com/nats-io/nats-server/v2
 
