@@ -189,9 +189,20 @@ func onProvisioning(env events.Envelope, p events.Payload) (*record.Update, erro
 		Profile: e.Profile, Step: e.Step, ErrorCode: e.ErrorCode}
 	if e.Event == events.ProvisioningSucceeded {
 		u.State = &record.State{Mark: m, State: amt.PostProvisioning.String()}
-		if e.Device != nil && e.Device.AMTVersion != "" {
-			// The firmware version the provisioner read from the device.
-			u.Version = &record.Version{Mark: m, AMTVersion: e.Device.AMTVersion}
+		if d := e.Device; d != nil {
+			// What the provisioner read back from the device it verified.
+			if d.AMTVersion != "" {
+				u.Version = &record.Version{Mark: m, AMTVersion: d.AMTVersion}
+			}
+			switch d.ControlMode {
+			case "none", "ccm", "acm":
+			default:
+				return nil, invalid(env, "control mode %q", d.ControlMode)
+			}
+			u.Config = &record.Config{Mark: m, ControlMode: d.ControlMode, TLSEnabled: d.TLSEnabled, SOL: d.SOL, IDER: d.IDER, KVM: d.KVM}
+			if d.Hostname != "" || d.Domain != "" {
+				u.Ident = &record.Ident{Mark: m, Hostname: d.Hostname, Domain: d.Domain}
+			}
 		}
 	}
 	return &u, nil

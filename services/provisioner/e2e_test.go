@@ -308,16 +308,24 @@ func (h *harness) checkProvisioned(devs []*firmware.Device, outs map[string]outc
 		var first string
 		for _, d := range devs {
 			info := d.Info()
-			var state, version string
-			err := h.pool.QueryRow(ctx, `SELECT coalesce(provisioning_state, ''), amt_version FROM oob_capability WHERE uuid = $1`, info.UUID).Scan(&state, &version)
+			var state, version, mode, host string
+			var tls bool
+			err := h.pool.QueryRow(ctx, `SELECT coalesce(c.provisioning_state, ''), c.amt_version, c.control_mode, c.tls_enabled,
+				coalesce(i.hostname, '') FROM oob_capability c LEFT JOIN device_identification i USING (uuid) WHERE c.uuid = $1`, info.UUID).
+				Scan(&state, &version, &mode, &tls, &host)
 			want := "in"
 			if outs[info.UUID].state == "succeeded" {
 				want = "post"
 			}
-			if err != nil || state != want || (want == "post" && !strings.HasPrefix(info.AMTVersion, version)) || info.State != want {
+			agree := err == nil && state == want && info.State == want && mode == info.ControlMode && tls == info.TLSEnabled
+			if want == "post" {
+				agree = agree && strings.HasPrefix(info.AMTVersion, version) && version != "" && host == info.Hostname
+			}
+			if !agree {
 				bad++
 				if first == "" {
-					first = fmt.Sprintf("%s: inventory %q %q (%v), simulator %q %q", info.UUID, state, version, err, info.State, info.AMTVersion)
+					first = fmt.Sprintf("%s: inventory %q %q %q tls=%v host %q (%v), simulator %q %q %q tls=%v host %q", info.UUID, state, version, mode, tls, host, err,
+						info.State, info.AMTVersion, info.ControlMode, info.TLSEnabled, info.Hostname)
 				}
 			}
 		}

@@ -59,6 +59,8 @@ func (r *Repo) Apply(ctx context.Context, updates []record.Update) error {
 	queueCapability(b, us)
 	queueLocation(b, us)
 	queueProvisioning(b, us)
+	queueConfig(b, us)
+	queueIdent(b, us)
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		return tx.SendBatch(ctx, b).Close()
 	})

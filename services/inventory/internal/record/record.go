@@ -77,6 +77,25 @@ type Managed struct {
 	By string
 }
 
+// Config is the configuration the provisioner read back from the device
+// after provisioning (oob_capability group "config").
+type Config struct {
+	Mark
+	ControlMode string // none, ccm, acm
+	TLSEnabled  bool
+	SOL         bool
+	IDER        bool
+	KVM         bool
+}
+
+// Ident is who the device says it is (device_identification group
+// "ident"): host and domain name as the provisioner set and read them.
+type Ident struct {
+	Mark
+	Hostname string
+	Domain   string
+}
+
 // Provisioning is the latest provisioning event about the device.
 type Provisioning struct {
 	Mark
@@ -101,6 +120,8 @@ type Update struct {
 	Version *Version
 	Ports   *Ports
 	Managed *Managed
+	Config  *Config // written by pgstore's config statement
+	Ident   *Ident  // written by pgstore's identification statement
 
 	Addr         *Addr
 	LastHelloAt  time.Time // location: monotonic, the greatest wins
@@ -127,6 +148,8 @@ func (u *Update) Merge(o Update) {
 	u.Addr = newer(u.Addr, o.Addr, func(g *Addr) Mark { return g.Mark })
 	u.Stale = newer(u.Stale, o.Stale, func(g *Stale) Mark { return g.Mark })
 	u.Managed = newer(u.Managed, o.Managed, func(g *Managed) Mark { return g.Mark })
+	u.Config = newer(u.Config, o.Config, func(g *Config) Mark { return g.Mark })
+	u.Ident = newer(u.Ident, o.Ident, func(g *Ident) Mark { return g.Mark })
 	u.Provisioning = newer(u.Provisioning, o.Provisioning, func(g *Provisioning) Mark { return g.Mark })
 }
 
