@@ -25,7 +25,6 @@ type benchCollector struct {
 	devices   int
 	hellos    int // hello events, repeats included
 	firstSeen time.Time
-	lastHello time.Time
 	first     map[string]time.Time // uuid -> first hello received_at
 	succeeded map[string]time.Time // uuid -> succeeded at
 	failed    map[string]time.Time // uuid -> failed at (cleared by a later success)
@@ -96,9 +95,6 @@ func (c *benchCollector) add(subject string, h map[string][]string, data []byte)
 		if c.firstSeen.IsZero() || at.Before(c.firstSeen) {
 			c.firstSeen = at
 		}
-		if at.After(c.lastHello) {
-			c.lastHello = at
-		}
 		if f, ok := c.first[v.UUID]; !ok || at.Before(f) {
 			c.first[v.UUID] = at
 		}
@@ -158,14 +154,23 @@ type benchMeasures struct {
 const maxCurvePoints = 400
 
 // measures computes the run's figures: hellos/s over the window in which
-// hellos arrived, provisioned/s from the first hello to the last success,
+// the devices' first hellos arrived, provisioned/s from the first hello to the last success,
 // and latency percentiles of (succeeded at - the device's first hello).
 func (c *benchCollector) measures() benchMeasures {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := benchMeasures{Provisioned: len(c.succeeded), Failed: len(c.failed), Hellos: c.hellos, Unparsed: c.bad}
-	if w := c.lastHello.Sub(c.firstSeen).Seconds(); w > 0 {
-		m.HellosPerS = float64(c.hellos) / w
+	// Ingestion rate of the first wave: distinct devices' first hellos over
+	// the window in which they arrived (repeat hellos come a minute apart
+	// and would measure the firmware's schedule, not the listener).
+	var lastFirst time.Time
+	for _, f := range c.first {
+		if f.After(lastFirst) {
+			lastFirst = f
+		}
+	}
+	if w := lastFirst.Sub(c.firstSeen).Seconds(); w > 0 {
+		m.HellosPerS = float64(len(c.first)) / w
 	}
 	var lat []float64
 	var done []float64
