@@ -173,9 +173,6 @@ func (s *Service) Stats() Stats {
 		Failed: s.failed.Load(), Retries: s.retries.Load()}
 }
 
-// Store is the job repository (admin verbs, tests).
-func (s *Service) Store() *jobstore.Store { return s.store }
-
 // Run consumes hellos, relays the outbox and answers admin verbs until ctx
 // ends, then drains: in-flight jobs finish (or are handed back when the
 // shutdown deadline of the caller's lifecycle passes).

@@ -306,7 +306,7 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 	defer span.End()
 	if _, err := e.store.BeginStep(ctx, r.job.ID, r.owner, e.cfg.Lease, st.name, seq); err != nil {
 		span.RecordError(err)
-		return e.lost(r, st.name, err), true
+		return e.lost(st.name, err), true
 	}
 	e.cfg.Logger.DebugContext(ctx, "provisioning step", "uuid", r.job.UUID, "job", r.job.ID, "step", st.name, "attempt", before.AttemptNo+1)
 	old := r.p
@@ -318,7 +318,7 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 		}
 		if ferr := e.store.FinishStep(ctx, r.job, r.owner, st.name, jobstore.StepResult{Outcome: jobstore.OutcomeOK, State: state}); ferr != nil {
 			span.RecordError(ferr)
-			return e.lost(r, st.name, ferr), true
+			return e.lost(st.name, ferr), true
 		}
 		span.SetAttributes(attribute.String("amtprov.step.outcome", jobstore.OutcomeOK))
 		return Result{}, false
@@ -337,7 +337,7 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 	span.SetStatus(codes.Error, string(code))
 	span.SetAttributes(attribute.String("amtprov.step.outcome", outcome), attribute.String("amtprov.error_code", string(code)))
 	if ferr := e.store.FinishStep(ctx, r.job, r.owner, st.name, jobstore.StepResult{Outcome: outcome, ReturnValue: rv, ErrorCode: string(code)}); ferr != nil {
-		return e.lost(r, st.name, ferr), true
+		return e.lost(st.name, ferr), true
 	}
 	e.cfg.Logger.WarnContext(ctx, "provisioning step failed", "uuid", r.job.UUID, "job", r.job.ID, "step", st.name,
 		"code", code, "retry", info.Retryable, "err", err)
@@ -366,7 +366,7 @@ func diff(old, now persisted) json.RawMessage {
 	return b
 }
 
-func (e *Engine) lost(r *run, stepName string, err error) Result {
+func (e *Engine) lost(stepName string, err error) Result {
 	if errors.Is(err, jobstore.ErrLeaseLost) {
 		return Result{Err: err, Retry: true, Outcome: jobstore.Outcome{Step: stepName, Code: "LEASE_LOST", Detail: "another worker took the job over"}}
 	}
