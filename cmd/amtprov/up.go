@@ -32,6 +32,7 @@ type upOptions struct {
 	logLevel     string
 	readyTimeout time.Duration
 	stopTimeout  time.Duration
+	restart      bool
 }
 
 // Files written into --dir once everything is ready: upStateFile for tests
@@ -51,9 +52,10 @@ with 3 replicas, users and permissions from deploy/nats), a private PostgreSQL,
 Jaeger (deploy/jaeger, in memory) and N replicas of each service, each with its
 own NATS user and its traces sent to Jaeger. It prints one line
 "amtprov up ready ..." when every /readyz answers, and on SIGINT or SIGTERM stops
-everything in the reverse order. Binaries come from --bin-dir (make build,
-make tools). A service whose binary is missing is skipped unless its replica
-count was given explicitly. See docs/operations.md.`,
+everything in the reverse order. A process that exits on its own is started
+again (--restart). Binaries come from --bin-dir (make build, make tools). A
+service whose binary is missing is skipped unless its replica count was given
+explicitly. See docs/operations.md.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for name, n := range o.replicas {
@@ -80,6 +82,7 @@ count was given explicitly. See docs/operations.md.`,
 	f.StringVar(&o.logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error (also given to the services)")
 	f.DurationVar(&o.readyTimeout, "ready-timeout", 2*time.Minute, "how long each process may take to become ready")
 	f.DurationVar(&o.stopTimeout, "stop-timeout", 30*time.Second, "how long each process may take to stop after SIGTERM before it is killed")
+	f.BoolVar(&o.restart, "restart", true, "start a process again when it exits on its own (backoff 1s to 30s)")
 	return cmd
 }
 
@@ -116,7 +119,7 @@ type upRun struct {
 	state   upState
 	mu      sync.Mutex
 	stops   []upStop
-	started []*upProc
+	started []upStarted
 }
 
 // upStop stops one stage (all the replicas of a service, the NATS cluster,
@@ -132,11 +135,19 @@ func (r *upRun) onStop(name string, fn func(context.Context) error) {
 	r.stops = append(r.stops, upStop{name, fn})
 }
 
-func (r *upRun) track(p *upProc, service, ops, hello string) {
+// track records a started process of group g.
+func (r *upRun) track(g *upGroup, p *upProc, service, ops, hello string) {
+	g.add(p)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.started = append(r.started, p)
+	r.started = append(r.started, upStarted{p, g})
 	r.state.Processes = append(r.state.Processes, upInstance{Name: p.name, Service: service, PID: p.pid(), Ops: ops, Hello: hello, Log: p.logPath})
+}
+
+// upStarted is a process and the group it belongs to.
+type upStarted struct {
+	p *upProc
+	g *upGroup
 }
 
 // stopAll runs the stop stages in reverse order and returns every error.
@@ -156,17 +167,6 @@ func (r *upRun) stopAll(ctx context.Context) error {
 		}
 		r.log.Info("stopped", "stage", s.name, "took", time.Since(start).Round(time.Millisecond).String())
 	}
-	return errors.Join(errs...)
-}
-
-// stopProcs stops procs in parallel.
-func stopProcs(procs []*upProc, grace time.Duration) error {
-	errs := make([]error, len(procs))
-	var wg sync.WaitGroup
-	for i, p := range procs {
-		wg.Go(func() { errs[i] = p.stop(grace) })
-	}
-	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -233,12 +233,11 @@ func (r *upRun) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var natsProcs []*upProc
-	r.onStop("nats", func(context.Context) error { return stopProcs(natsProcs, o.stopTimeout) })
+	natsGroup := &upGroup{}
+	r.onStop("nats", func(context.Context) error { return natsGroup.stop(o.stopTimeout) })
 	nats, err := startNATSCluster(ctx, filepath.Join(binDir, "nats-server"), filepath.Join(deployDir, "nats", "cluster.conf"),
 		filepath.Join(dir, "nats"), logDir, o.natsNodes, passwords, o.readyTimeout, func(p *upProc) {
-			natsProcs = append(natsProcs, p)
-			r.track(p, "nats", "", "")
+			r.track(natsGroup, p, "nats", "", "")
 		})
 	if err != nil {
 		return fmt.Errorf("NATS cluster: %w", err)
@@ -268,13 +267,10 @@ func (r *upRun) start(ctx context.Context) error {
 	r.state.Postgres = redactURL(dbURL)
 
 	// Jaeger, in memory, on loopback.
-	var jaegerProc []*upProc
-	r.onStop("jaeger", func(context.Context) error { return stopProcs(jaegerProc, o.stopTimeout) })
+	jaegerGroup := &upGroup{}
+	r.onStop("jaeger", func(context.Context) error { return jaegerGroup.stop(o.stopTimeout) })
 	jaeger, err := startJaeger(ctx, filepath.Join(binDir, "jaeger"), filepath.Join(deployDir, "jaeger", "config.yaml"), logDir, o.readyTimeout,
-		func(p *upProc) {
-			jaegerProc = append(jaegerProc, p)
-			r.track(p, "jaeger", "", "")
-		})
+		func(p *upProc) { r.track(jaegerGroup, p, "jaeger", "", "") })
 	if err != nil {
 		return fmt.Errorf("jaeger: %w", err)
 	}
@@ -309,8 +305,8 @@ func (r *upRun) start(ctx context.Context) error {
 	var wait []waiting
 	for _, s := range services {
 		n := *o.replicas[s.name]
-		var procs []*upProc
-		r.onStop(s.name, func(context.Context) error { return stopProcs(procs, o.stopTimeout) })
+		group := &upGroup{}
+		r.onStop(s.name, func(context.Context) error { return group.stop(o.stopTimeout) })
 		for i := 1; i <= n; i++ {
 			addrs, err := freeAddrs("127.0.0.1", 2)
 			if err != nil {
@@ -333,8 +329,7 @@ func (r *upRun) start(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			procs = append(procs, p)
-			r.track(p, s.name, "http://"+ops, hello)
+			r.track(group, p, s.name, "http://"+ops, hello)
 			wait = append(wait, waiting{p, "http://" + ops + "/readyz"})
 		}
 	}
@@ -372,14 +367,28 @@ func (r *upRun) plan(binDir string) ([]upService, error) {
 	return out, nil
 }
 
-// announce writes up.json and prints the ready line.
-func (r *upRun) announce(g *globals) error {
+// writeState writes up.json (atomically: readers never see half a file).
+func (r *upRun) writeState() error {
+	r.mu.Lock()
 	b, err := json.MarshalIndent(r.state, "", "  ")
+	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", upStateFile, err)
 	}
-	if err := os.WriteFile(filepath.Join(r.state.Dir, upStateFile), append(b, '\n'), 0o600); err != nil {
+	path := filepath.Join(r.state.Dir, upStateFile)
+	if err := os.WriteFile(path+".tmp", append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", upStateFile, err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("write %s: %w", upStateFile, err)
+	}
+	return nil
+}
+
+// announce writes up.json and prints the ready line.
+func (r *upRun) announce(g *globals) error {
+	if err := r.writeState(); err != nil {
+		return err
 	}
 	if err := writePromTargets(filepath.Join(r.state.Dir, upTargetsFile), r.state.Processes); err != nil {
 		return err
@@ -405,25 +414,74 @@ func (r *upRun) announce(g *globals) error {
 	return nil
 }
 
-// watch logs any process that exits while the cluster runs. The others
-// keep running (a replica killed on purpose is how failover is tried).
+// watch supervises every process while the cluster runs: one that exits on
+// its own is logged and, with --restart, started again (same command,
+// ports and store; backoff from 1 s to 30 s while it keeps crashing). The
+// others keep running, so killing a replica or a NATS node on purpose is how
+// failover is tried.
 func (r *upRun) watch(ctx context.Context) {
 	r.mu.Lock()
-	procs := append([]*upProc(nil), r.started...)
+	started := append([]upStarted(nil), r.started...)
 	r.mu.Unlock()
-	for _, p := range procs {
-		go func() {
-			select {
-			case <-p.done:
-			case <-ctx.Done():
-				return
+	for _, s := range started {
+		go r.supervise(ctx, s.p, s.g)
+	}
+}
+
+const (
+	upRestartMin = time.Second
+	upRestartMax = 30 * time.Second
+)
+
+func (r *upRun) supervise(ctx context.Context, p *upProc, g *upGroup) {
+	delay := upRestartMin
+	for {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-p.stopped:
+			return // stopped on purpose
+		default:
+		}
+		r.log.Error("process exited unexpectedly", "process", p.name, "err", p.exitErr(), "ran", time.Since(p.started).Round(time.Millisecond).String(), "log", p.logPath)
+		if !r.o.restart {
+			return
+		}
+		if time.Since(p.started) > upRestartMax {
+			delay = upRestartMin // it ran a while: not a crash loop
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		delay = min(2*delay, upRestartMax)
+		next, err := p.restart()
+		if err != nil {
+			r.log.Error("restart failed; giving up on this process", "process", p.name, "err", err)
+			return
+		}
+		if !g.replace(p, next) {
+			_ = next.stop(r.o.stopTimeout) // the cluster is stopping
+			return
+		}
+		r.mu.Lock()
+		for i := range r.state.Processes {
+			if r.state.Processes[i].Name == p.name {
+				r.state.Processes[i].PID = next.pid()
 			}
-			select {
-			case <-p.stopped:
-			default:
-				r.log.Error("process exited unexpectedly; the rest keep running", "process", p.name, "err", p.exitErr(), "log", p.logPath)
-			}
-		}()
+		}
+		r.mu.Unlock()
+		if err := r.writeState(); err != nil {
+			r.log.Error("update state file", "err", err)
+		}
+		r.log.Warn("process restarted", "process", next.name, "pid", next.pid())
+		p = next
 	}
 }
 

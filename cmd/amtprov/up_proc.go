@@ -24,8 +24,12 @@ type upProc struct {
 	name    string // e.g. "nats-2", "provisioner-1"
 	cmd     *exec.Cmd
 	logPath string
-	done    chan struct{}
-	stopped chan struct{} // closed when stop begins: the exit is expected
+	// What it was started with, to start it again (restart).
+	path, logDir string
+	args, env    []string
+	started      time.Time
+	done         chan struct{}
+	stopped      chan struct{} // closed when stop begins: the exit is expected
 
 	mu       sync.Mutex
 	err      error // the exit, once done is closed
@@ -53,7 +57,8 @@ func startUpProc(name, path string, args, env []string, logDir string) (*upProc,
 		_ = logf.Close()
 		return nil, fmt.Errorf("start %s (%s): %w", name, path, err)
 	}
-	p := &upProc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{}), stopped: make(chan struct{})}
+	p := &upProc{name: name, cmd: cmd, logPath: logPath, path: path, logDir: logDir, args: args, env: env,
+		started: time.Now(), done: make(chan struct{}), stopped: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
 		_ = logf.Close()
@@ -63,6 +68,58 @@ func startUpProc(name, path string, args, env []string, logDir string) (*upProc,
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// restart starts the same command again, as a new process.
+func (p *upProc) restart() (*upProc, error) {
+	return startUpProc(p.name, p.path, p.args, p.env, p.logDir)
+}
+
+// upGroup is the processes of one stage (the NATS nodes, the replicas of a
+// service); a restarted process takes its predecessor's place. Once the
+// group is stopping it takes no new process.
+type upGroup struct {
+	mu      sync.Mutex
+	procs   []*upProc
+	closing bool
+}
+
+func (g *upGroup) add(p *upProc) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.procs = append(g.procs, p)
+}
+
+// replace puts next in prev's place; false when the group is stopping.
+func (g *upGroup) replace(prev, next *upProc) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	for i, p := range g.procs {
+		if p == prev {
+			g.procs[i] = next
+			return true
+		}
+	}
+	g.procs = append(g.procs, next)
+	return true
+}
+
+// stop stops every process of the group in parallel.
+func (g *upGroup) stop(grace time.Duration) error {
+	g.mu.Lock()
+	g.closing = true
+	procs := append([]*upProc(nil), g.procs...)
+	g.mu.Unlock()
+	errs := make([]error, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Go(func() { errs[i] = p.stop(grace) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // pid is the process id, which is also its process group id.

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -198,5 +199,67 @@ func TestUpPlanSkipsMissingServicesUnlessAsked(t *testing.T) {
 	r.o = opts()
 	if _, err := r.plan(bin); err == nil || !strings.Contains(err.Error(), "make tools") {
 		t.Errorf("plan without jaeger: %v, want a hint to run make tools", err)
+	}
+}
+
+func TestUpRestartsAProcessThatDies(t *testing.T) {
+	r := &upRun{log: slog.New(slog.DiscardHandler), o: upOptions{restart: true, stopTimeout: 5 * time.Second}}
+	r.state.Dir = t.TempDir()
+	g := &upGroup{}
+	t.Cleanup(func() { _ = g.stop(time.Second) })
+	p, _ := startShell(t, `echo 1; exec sleep 60`)
+	r.track(g, p, "test", "", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { r.supervise(ctx, p, g); close(done) }()
+
+	// kill -9: it comes back as a new process, recorded in up.json.
+	if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var next *upProc
+	deadline := time.After(15 * time.Second)
+	for next == nil {
+		g.mu.Lock()
+		if g.procs[0] != p {
+			next = g.procs[0]
+		}
+		g.mu.Unlock()
+		select {
+		case <-deadline:
+			t.Fatal("the killed process was not restarted within 15s")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if len(groupMembers(next.pid())) == 0 {
+		t.Fatalf("restarted process %d is not running: %s", next.pid(), next.logTail())
+	}
+	var st upState
+	b, err := os.ReadFile(filepath.Join(r.state.Dir, upStateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil || len(st.Processes) != 1 || st.Processes[0].PID != next.pid() {
+		t.Errorf("%s after the restart: %+v (%v), want pid %d", upStateFile, st.Processes, err, next.pid())
+	}
+
+	// Stopped on purpose: not restarted, and the supervisor ends.
+	if err := g.stop(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("supervisor still running after the group was stopped")
+	}
+	g.mu.Lock()
+	last := g.procs[0]
+	g.mu.Unlock()
+	if last != next {
+		t.Error("a process stopped on purpose was restarted")
+	}
+	if left := waitGroupGone(t, next.pid(), 5*time.Second); len(left) > 0 {
+		t.Errorf("restarted process group still has %v after stop", left)
 	}
 }
