@@ -12,7 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/events"
+	"github.com/amtprov/amtprov/tools/amtsim/firmware"
 )
 
 // benchCollector reads the AMT stream from its start with an ordered
@@ -260,4 +262,72 @@ func sampleLag(ctx context.Context, js jetstream.JetStream, durable string, inte
 			return out, fmt.Errorf("bench: consumer %s info: %w", durable, err)
 		}
 	}
+}
+
+// benchFleet is what the ground-truth watcher needs of a simulated fleet.
+type benchFleet interface {
+	Devices() []*firmware.Device
+}
+
+// watchFleet polls the simulator every interval and records, per device,
+// when it was first seen post-provisioning: the ground truth, which does
+// not depend on events reaching the stream. allPost is closed once every
+// device is post-provisioning.
+func watchFleet(ctx context.Context, fleet benchFleet, interval time.Duration, seen map[string]time.Time, mu *sync.Mutex, allPost chan<- struct{}) {
+	devs := fleet.Devices()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		mu.Lock()
+		for _, d := range devs {
+			id := d.UUID().String()
+			if _, ok := seen[id]; !ok && d.State() == amt.PostProvisioning {
+				seen[id] = now
+			}
+		}
+		n := len(seen)
+		mu.Unlock()
+		if n >= len(devs) {
+			close(allPost)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// groundTruthMeasures recomputes provisioned/s, latency and the curve from
+// the simulator's observations (time first seen post-provisioning, to the
+// poll interval) against the first hellos on the stream; for a run whose
+// provisioning events had not all reached the stream when every device was
+// already provisioned.
+func (c *benchCollector) groundTruthMeasures(m benchMeasures, seen map[string]time.Time) benchMeasures {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var lat, done []float64
+	for uuid, at := range seen {
+		f, ok := c.first[uuid]
+		if !ok {
+			continue // provisioned before this run's hellos: not ours
+		}
+		lat = append(lat, float64(at.Sub(f))/float64(time.Millisecond))
+		done = append(done, at.Sub(c.firstSeen).Seconds())
+	}
+	slices.Sort(lat)
+	slices.Sort(done)
+	m.Provisioned = len(done)
+	m.Latency = benchLatency{P50: percentile(lat, 50), P95: percentile(lat, 95), P99: percentile(lat, 99)}
+	m.ProvisionedPerS, m.SpanS = 0, 0
+	if len(done) > 0 {
+		m.SpanS = done[len(done)-1]
+		if m.SpanS > 0 {
+			m.ProvisionedPerS = float64(len(done)) / m.SpanS
+		}
+	}
+	m.Curve = curve(done, maxCurvePoints)
+	return m
 }

@@ -433,3 +433,25 @@ func TestPostmasterPID(t *testing.T) {
 		t.Error("junk postmaster.pid: no error")
 	}
 }
+
+func TestBenchGroundTruth(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const a, b = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+	col := newBenchCollector(2)
+	for _, h := range []*events.DeviceHello{{UUID: a, ReceivedAt: t0}, {UUID: b, ReceivedAt: t0.Add(time.Second)}} {
+		s, hd, d := benchMsg(t, h)
+		col.add(s, hd, d)
+	}
+	seen := map[string]time.Time{
+		a:                                      t0.Add(3 * time.Second),
+		b:                                      t0.Add(5 * time.Second),
+		"33333333-3333-3333-3333-333333333333": t0, // no hello in this run: left out
+	}
+	m := col.groundTruthMeasures(col.measures(), seen)
+	if m.Provisioned != 2 || m.SpanS != 5 || m.ProvisionedPerS != 0.4 {
+		t.Errorf("provisioned %d span %v rate %v, want 2, 5 s, 0.4/s", m.Provisioned, m.SpanS, m.ProvisionedPerS)
+	}
+	if m.Latency != (benchLatency{P50: 3000, P95: 4000, P99: 4000}) {
+		t.Errorf("latency %+v, want p50 3000 p95/p99 4000", m.Latency)
+	}
+}
