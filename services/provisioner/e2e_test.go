@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/amtprov/amtprov/libs/admin"
 	"github.com/amtprov/amtprov/libs/amt"
@@ -334,6 +335,11 @@ func (h *harness) checkProvisioned(devs []*firmware.Device, outs map[string]outc
 }
 
 func TestEndToEndAllDevicesProvisioned(t *testing.T) {
+	// Registered first, so it runs after every other cleanup: once the
+	// replica, listener, inventory and simulator have stopped, none of
+	// their goroutines may be left.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	n := 40
 	if long() {
 		n = 500
