@@ -294,9 +294,11 @@ func (r *upRun) start(ctx context.Context) error {
 		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_BSP_SCHEDULE_DELAY=500",
 		"LOG_LEVEL=" + o.logLevel,
-		"DATABASE_URL=" + dbURL,
+		// Cleared unless the table row asks for them (below): a service
+		// gets only the database and keys it needs.
+		"DATABASE_URL=",
 		"AMTPROV_SECRET_KEYS=",
-		"AMTPROV_SECRET_KEYS_FILE=" + filepath.Join(keyDir, secrets.DevKeyFile),
+		"AMTPROV_SECRET_KEYS_FILE=",
 	}
 	type waiting struct {
 		p   *upProc
@@ -320,6 +322,12 @@ func (r *upRun) start(ctx context.Context) error {
 				fmt.Sprintf("OTEL_RESOURCE_ATTRIBUTES=service.instance.id=%s-%d", s.name, i),
 				s.opsEnv+"="+ops,
 			)
+			if s.db {
+				env = append(env, "DATABASE_URL="+dbURL)
+			}
+			if s.secrets {
+				env = append(env, "AMTPROV_SECRET_KEYS_FILE="+filepath.Join(keyDir, secrets.DevKeyFile))
+			}
 			if s.hello {
 				hello = addrs[1]
 				env = append(env, "HELLO_ADDR="+hello)
