@@ -46,6 +46,8 @@ type benchOptions struct {
 	deployDir    string
 	keep         bool
 	logLevel     string
+	progress     io.Writer // progress lines (stderr)
+	addReports   []string  // earlier --out files whose runs go first in this report and chart
 }
 
 // benchEventGrace is how long a run waits, once the simulator says every
@@ -138,6 +140,7 @@ chart of devices provisioned over time, one line per run.`,
 			if err != nil {
 				return err
 			}
+			o.progress = g.err
 			return runBench(cmd.Context(), g, o, runs)
 		},
 	}
@@ -159,6 +162,7 @@ chart of devices provisioned over time, one line per run.`,
 	f.StringVar(&o.deployDir, "deploy-dir", "", "the deploy/ directory for --cluster (default: next to the bin dir, else ./deploy)")
 	f.BoolVar(&o.keep, "keep", false, "keep each run's data directory (logs, database) instead of removing it")
 	f.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
+	f.StringArrayVar(&o.addReports, "add-report", nil, "an earlier --out file whose runs are put first in this report and chart (repeatable)")
 	return cmd
 }
 
@@ -245,6 +249,13 @@ func runBench(ctx context.Context, g *globals, o benchOptions, runs []benchConfi
 		Started: time.Now().UTC(),
 		Host:    benchHost{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH},
 	}
+	for _, path := range o.addReports {
+		earlier, err := readBenchReport(path)
+		if err != nil {
+			return err
+		}
+		report.Runs = append(report.Runs, earlier.Runs...)
+	}
 	var errs []error
 	for _, c := range runs {
 		mode := "in-process"
@@ -282,7 +293,7 @@ func runBench(ctx context.Context, g *globals, o benchOptions, runs []benchConfi
 // writeBenchOutputs prints --json and writes --out and the SVG.
 func writeBenchOutputs(g *globals, o benchOptions, report benchReport) error {
 	if g.json {
-		var v any = report.Runs[0].Result
+		var v any = report.Runs[len(report.Runs)-1].Result
 		if len(report.Runs) > 1 || o.sweep != "" {
 			results := make([]benchResult, len(report.Runs))
 			for i, r := range report.Runs {
@@ -474,9 +485,18 @@ func benchMeasure(ctx context.Context, o benchOptions, js jetstream.JetStream, f
 	defer timer.Stop()
 	var grace <-chan time.Time
 	eventsBehind := false
+	progress := time.NewTicker(10 * time.Second)
+	defer progress.Stop()
 wait:
 	for {
 		select {
+		case <-progress.C:
+			p, f := col.counts()
+			seenMu.Lock()
+			post := len(seen)
+			seenMu.Unlock()
+			fmt.Fprintf(o.progress, "bench: %3.0fs: succeeded %d, failed %d (events); %d post-provisioning (simulator) of %d\n",
+				time.Since(start).Seconds(), p, f, post, o.devices)
 		case <-col.done:
 			break wait
 		case <-allPost:
@@ -493,7 +513,15 @@ wait:
 			break wait
 		case <-timer.C:
 			p, f := col.counts()
-			runErr = fmt.Errorf("only %d provisioned and %d failed of %d devices after %s", p, f, o.devices, o.timeout)
+			seenMu.Lock()
+			post := len(seen)
+			seenMu.Unlock()
+			runErr = fmt.Errorf("only %d provisioned (simulator: %d) and %d failed of %d devices after %s", p, post, f, o.devices, o.timeout)
+			if post > p {
+				eventsBehind = true
+				r.EventsBehind = fmt.Sprintf("at the timeout %d devices were provisioned but only %d succeeded events were on the stream; "+
+					"provisioned/s, latency and curve come from the simulator's ground truth", post, p)
+			}
 			break wait
 		case <-ctx.Done():
 			runErr = fmt.Errorf("interrupted: %w", ctx.Err())
@@ -549,4 +577,31 @@ func benchTrust(hexSum string) ([]amt.RootHash, error) {
 		return nil, fmt.Errorf("development domain root: %w", err)
 	}
 	return []amt.RootHash{h}, nil
+}
+
+// maxReportFile bounds an earlier report read by --add-report.
+const maxReportFile = 16 << 20
+
+// readBenchReport reads an earlier --out file.
+func readBenchReport(path string) (benchReport, error) {
+	var rep benchReport
+	f, err := os.Open(path)
+	if err != nil {
+		return rep, fmt.Errorf("%w: --add-report: %v", service.ErrUsage, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxReportFile+1))
+	if err != nil {
+		return rep, fmt.Errorf("read report %s: %w", path, err)
+	}
+	if len(b) > maxReportFile {
+		return rep, fmt.Errorf("%w: --add-report %s: larger than %d bytes", service.ErrUsage, path, maxReportFile)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return rep, fmt.Errorf("%w: --add-report %s: %v", service.ErrUsage, path, err)
+	}
+	if len(rep.Runs) == 0 {
+		return rep, fmt.Errorf("%w: --add-report %s: no runs", service.ErrUsage, path)
+	}
+	return rep, nil
 }

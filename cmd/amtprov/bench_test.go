@@ -455,3 +455,24 @@ func TestBenchGroundTruth(t *testing.T) {
 		t.Errorf("latency %+v, want p50 3000 p95/p99 4000", m.Latency)
 	}
 }
+
+func TestReadBenchReport(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.json", `{"runs":[{"label":"provisioners=1","result":{"devices":5,"provisioned":5}}]}`)
+	rep, err := readBenchReport(good)
+	if err != nil || len(rep.Runs) != 1 || rep.Runs[0].Result.Provisioned != 5 {
+		t.Fatalf("readBenchReport = %+v, %v", rep, err)
+	}
+	for _, p := range []string{filepath.Join(dir, "missing.json"), write("bad.json", "{"), write("empty.json", `{"runs":[]}`)} {
+		if _, err := readBenchReport(p); !errors.Is(err, service.ErrUsage) {
+			t.Errorf("readBenchReport(%s): %v, want a usage error", filepath.Base(p), err)
+		}
+	}
+}
