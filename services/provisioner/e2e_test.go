@@ -115,7 +115,7 @@ func testConfig(instance string) provisioner.Config {
 	return provisioner.Config{
 		Instance: instance, Workers: 64, Lease: 3 * time.Second, AckWait: 2 * time.Second, MaxDeliver: 8, RetryFailedAfter: time.Hour,
 		Backoff: []time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second},
-		Workflow: workflow.Config{DevicePort: provtest.TLSPort, CallTimeout: 3 * time.Second, StepRetry: 2 * time.Second,
+		Workflow: workflow.Config{DevicePort: provtest.TLSPort, CallTimeout: 10 * time.Second, StepRetry: 2 * time.Second,
 			VerifyWait: 5 * time.Second, PostCommitPause: 100 * time.Millisecond},
 	}
 }
@@ -258,7 +258,7 @@ func (h *harness) checkProvisioned(devs []*firmware.Device, outs map[string]outc
 		if info.State != "post" || info.ControlMode != "acm" || !info.TLSEnabled {
 			t.Errorf("%s: job succeeded but device is %s/%s tls=%v", info.UUID, info.State, info.ControlMode, info.TLSEnabled)
 		}
-		if info.SessionsMaxConcurrent > maxSessions {
+		if maxSessions > 0 && info.SessionsMaxConcurrent > maxSessions {
 			t.Errorf("%s: %d concurrent sessions", info.UUID, info.SessionsMaxConcurrent)
 		}
 		var commits int
@@ -347,7 +347,7 @@ func TestEndToEndAllDevicesProvisioned(t *testing.T) {
 	h := newHarness(t)
 	h.startReplica("p1")
 	f := h.startFleet(n, 10, nil)
-	eventually(t, "every device provisioned", 2*time.Minute, func() (bool, string) { return h.jobsSettled(n) })
+	eventually(t, "every device provisioned", 5*time.Minute, func() (bool, string) { return h.jobsSettled(n) })
 	outs := h.outcomes()
 	for u, o := range outs {
 		if o.state != "succeeded" {
@@ -362,7 +362,7 @@ func TestEndToEndAllDevicesProvisioned(t *testing.T) {
 // may dial a second connection when it answers the digest challenge of
 // the first post-commit request before the first connection is back in its
 // idle pool (requested fix: MaxConnsPerHost 1 in wsman.New); with that
-// fixed this becomes 1.
+// fixed this becomes 1. checkProvisioned skips the check for 0.
 const maxSessions = 2
 
 func TestEndToEndWithFaults(t *testing.T) {
@@ -425,7 +425,7 @@ func TestEndToEndWithFaults(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { stopLift(); <-liftDone })
-	eventually(t, "every device provisioned or failed", 3*time.Minute, func() (bool, string) { return h.jobsSettled(n) })
+	eventually(t, "every device provisioned or failed", 5*time.Minute, func() (bool, string) { return h.jobsSettled(n) })
 	outs := h.outcomes()
 	var failedUnreachable, failedReboot int
 	for _, d := range devs {
@@ -485,7 +485,7 @@ func TestTwoReplicasShareTheWorkAndSurviveOneDying(t *testing.T) {
 	// Let both replicas get going, then kill one abruptly: its NATS
 	// connection and its handlers' contexts go away mid-job, leaving leases
 	// behind that must expire before the other replica takes over.
-	eventually(t, "both replicas working", time.Minute, func() (bool, string) {
+	eventually(t, "both replicas working", 3*time.Minute, func() (bool, string) {
 		sa, sb := a.svc.Stats(), b.svc.Stats()
 		return sa.Provisioned > 0 && sb.Provisioned > 0 && sa.InProgress > 0, fmt.Sprintf("a %+v b %+v", sa, sb)
 	})
@@ -493,7 +493,7 @@ func TestTwoReplicasShareTheWorkAndSurviveOneDying(t *testing.T) {
 	a.cancel()
 	<-a.done
 	a.cancel = nil
-	eventually(t, "the survivor finishes every device", 3*time.Minute, func() (bool, string) { return h.jobsSettled(n) })
+	eventually(t, "the survivor finishes every device", 5*time.Minute, func() (bool, string) { return h.jobsSettled(n) })
 	outs := h.outcomes()
 	for u, o := range outs {
 		if o.state != "succeeded" {

@@ -43,7 +43,7 @@ func newEnv(t *testing.T, domains ...workflow.Domain) env {
 	signer := provtest.NewSigner(t)
 	keys := provtest.Keyring(t)
 	eng := workflow.New(workflow.Config{DevicePort: provtest.TLSPort, StepRetry: 3 * time.Second, VerifyWait: 5 * time.Second,
-		CallTimeout: 5 * time.Second, PostCommitPause: 100 * time.Millisecond}, st, provtest.Domains(domains), signer, keys)
+		CallTimeout: 15 * time.Second, PostCommitPause: 100 * time.Millisecond}, st, provtest.Domains(domains), signer, keys)
 	return env{store: st, engine: eng, signer: signer, keys: keys}
 }
 
