@@ -1,6 +1,9 @@
 package listener_test
 
 import (
+	"fmt"
+	"os"
+	"strings"
 	"context"
 	"io"
 	"log/slog"
@@ -59,6 +62,23 @@ func packets(b *testing.B, offset, n int) [][]byte {
 
 var benchOffset atomic.Int64
 
+// peakRSSMB is the process's peak resident set (VmHWM), in MiB.
+func peakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			if _, err := fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb); err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}
+
 // cpuTime is the user+system CPU time of the whole test process: sender,
 // listener and (embedded) NATS server together, as on one host.
 func cpuTime() time.Duration {
@@ -107,6 +127,7 @@ func BenchmarkBaselineAcceptReadClose(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "conns/s")
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/conn")
+	b.ReportMetric(peakRSSMB(), "peak-rss-MiB")
 }
 
 // BenchmarkHelloIngest measures hellos/s from TCP in to JetStream acked
@@ -144,4 +165,5 @@ func BenchmarkHelloIngest(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "hellos/s")
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/hello")
+	b.ReportMetric(peakRSSMB(), "peak-rss-MiB")
 }
