@@ -44,6 +44,7 @@ func run(ctx context.Context, args []string) error {
 		logLevel string
 		replicas int
 	)
+	fs.StringVar(&cfg.Name, "name", service.Env("HELLO_LISTENER_NAME", ""), "listener id in events and ce-source (env HELLO_LISTENER_NAME; default host-pid, unique per replica)")
 	fs.StringVar(&cfg.Addr, "addr", service.Env("HELLO_ADDR", ":9971"), "hello TCP address (env HELLO_ADDR)")
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", service.EnvDuration("HELLO_READ_TIMEOUT", 0), "per-connection deadline (default 10s)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", service.EnvInt("HELLO_MAX_CONNS", 0), "concurrent connections (default 4096)")
@@ -99,7 +100,10 @@ func run(ctx context.Context, args []string) error {
 	})
 
 	// The service and its transports.
-	cfg.Name, _ = os.Hostname()
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
 	pub := bus.NewPublisher(js, "/hello-listener/"+cfg.Name, tel)
 	_, addr, err := listener.Start(lc, cfg, pub, listener.Options{Tracer: tel.Tracer, Meter: tel.Meter, Logger: log})
 	if err != nil {
