@@ -19,9 +19,10 @@ var chartColors = [...]string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467
 
 // Chart geometry, in SVG user units.
 const (
-	chartW, chartH = 800, 480
-	padL, padR     = 70, 190
-	padT, padB     = 40, 55
+	chartW, plotH = 800, 385.0
+	padL, padR    = 70, 30
+	padT, padB    = 40, 55
+	legendLine    = 18
 )
 
 // writeBenchSVG draws devices provisioned over time, one polyline per
@@ -37,7 +38,9 @@ func writeBenchSVG(w io.Writer, title string, series []benchSeries) error {
 	xTicks := niceTicks(maxT)
 	yTicks := niceTicks(float64(maxN))
 	xMax, yMax := xTicks[len(xTicks)-1], yTicks[len(yTicks)-1]
-	plotW, plotH := float64(chartW-padL-padR), float64(chartH-padT-padB)
+	// The legend goes under the plot, one line per series.
+	chartH := padT + plotH + padB + legendLine*len(series) + 10
+	plotW := float64(chartW - padL - padR)
 	x := func(t float64) float64 { return padL + t/xMax*plotW }
 	y := func(n float64) float64 { return padT + plotH - n/yMax*plotH }
 
@@ -57,7 +60,7 @@ func writeBenchSVG(w io.Writer, title string, series []benchSeries) error {
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", padL-6, y(n)+4, tickLabel(n))
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%.1f" fill="none" stroke="#333"/>`+"\n", padL, padT, plotW, plotH)
-	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">seconds since the first hello</text>`+"\n", padL+plotW/2, chartH-12)
+	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">seconds since the first hello</text>`+"\n", padL+plotW/2, padT+plotH+40)
 	fmt.Fprintf(&b, `<text transform="translate(16 %.1f) rotate(-90)" text-anchor="middle">devices provisioned</text>`+"\n", padT+plotH/2)
 	// Lines and legend.
 	for i, s := range series {
@@ -67,9 +70,9 @@ func writeBenchSVG(w io.Writer, title string, series []benchSeries) error {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(p.T), y(float64(p.Count))))
 		}
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", color, strings.Join(pts, " "))
-		ly := padT + 10 + 20*i
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-width="3"/>`+"\n", padL+plotW+12, ly, padL+plotW+36, ly, color)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d">%s</text>`+"\n", padL+plotW+42, ly+4, html.EscapeString(s.Label))
+		ly := padT + plotH + padB + 5 + legendLine*i
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"/>`+"\n", padL, ly, padL+24, ly, color)
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", padL+30, ly+4, html.EscapeString(s.Label))
 	}
 	b.WriteString("</svg>\n")
 	if _, err := io.WriteString(w, b.String()); err != nil {
