@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,9 @@ type globals struct {
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	// Services, the simulator and progress lines write concurrently; the
+	// writers a caller passes (a test's bytes.Buffer) need not be safe for that.
+	stdout, stderr = &lockedWriter{w: stdout}, &lockedWriter{w: stderr}
 	g := &globals{out: stdout, err: stderr}
 	root := &cobra.Command{
 		Use:           "amtprov",
@@ -47,4 +51,16 @@ func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
