@@ -74,7 +74,7 @@ var (
 
 func newServer(t *testing.T, nc *nats.Conn, log *slog.Logger, tel telemetry.Providers) *admin.Server {
 	t.Helper()
-	srv := admin.NewServer(nc, admin.ServerOptions{Queue: admin.QueueGroup("test"), Timeout: 300 * time.Millisecond, Log: log, Telemetry: tel})
+	srv := admin.NewServer(nc, admin.ServerOptions{Queue: admin.QueueGroup("test"), Timeout: 2 * time.Second, Log: log, Telemetry: tel})
 	admin.Handle(srv, subjEcho, func(ctx context.Context, r echoReq) (echoResp, error) {
 		return echoResp{Hello: r.Name, Actor: admin.Actor(ctx)}, nil
 	})
