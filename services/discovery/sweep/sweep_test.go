@@ -27,7 +27,7 @@ func testConfig() sweep.Config {
 	return sweep.Config{
 		RMCPPort: simfleet.RMCPPort, HTTPPort: simfleet.HTTPPort, TLSPort: simfleet.TLSPort,
 		Rate: 20000, PerDeviceInterval: 20 * time.Millisecond, PingWait: 500 * time.Millisecond,
-		ConnectTimeout: time.Second, ReadTimeout: time.Second, Concurrency: 64,
+		ConnectTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, Concurrency: 64,
 	}
 }
 
