@@ -17,7 +17,7 @@ func TestSimulatedFaults(t *testing.T) {
 	provCA := newCA(t, "wsman conformance faults root")
 	o := fleetOptions(6, 2)
 	o.TrustHashes = []amt.RootHash{provCA.hash()}
-	o.SlowDelay = 2 * time.Second
+	o.SlowDelay = 20 * time.Second
 	f := startFleet(t, o)
 	chain := provCA.provisioningChain(t, "prov.example.com")
 	ctx := testContext(t)
@@ -96,7 +96,7 @@ func TestSimulatedFaults(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := tc.call(setupClient(d, time.Second))
+			err := tc.call(setupClient(d, 5*time.Second))
 			if err == nil {
 				t.Fatal("no error")
 			}
