@@ -1,13 +1,13 @@
 package listener_test
 
 import (
-	"fmt"
-	"os"
-	"strings"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
