@@ -104,7 +104,7 @@ func baseOptions(t *testing.T, n int, third byte, sink *helloSink) amtsim.Option
 		Devices: n, Seed: 11,
 		Base:     netip.AddrFrom4([4]byte{127, 30, third, 1}),
 		Range:    netip.MustParsePrefix("127.30.0.0/16"),
-		HTTPPort: 36992, TLSPort: 36993, RMCPPort: 36623,
+		HTTPPort: 21992, TLSPort: 21993, RMCPPort: 21623, // below the ephemeral range: the shared layout binds the wildcard address
 		TimeScale: 6000, HelloSpread: 50 * time.Millisecond,
 		ProvisionedShare: 0.25, AdminPassword: "P@ssw0rd!", LegacyShare: 0.1,
 	}
@@ -159,7 +159,7 @@ func testFleetListensAndSendsHellos(t *testing.T, layout amtsim.SocketLayout) {
 			inSetup++
 		}
 		// 16992 answers with the AMT banner (the firmware's handler).
-		conn, err := net.DialTimeout("tcp", net.JoinHostPort(c.IP, "36992"), 5*time.Second)
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(c.IP, "21992"), 5*time.Second)
 		if err != nil {
 			t.Fatalf("device %d not listening: %v", i, err)
 		}
@@ -175,7 +175,7 @@ func testFleetListensAndSendsHellos(t *testing.T, layout amtsim.SocketLayout) {
 			t.Fatalf("device %d banner %q", i, got)
 		}
 		// RMCP answers with the device's state.
-		pc, err := net.Dial("udp", net.JoinHostPort(c.IP, "36623"))
+		pc, err := net.Dial("udp", net.JoinHostPort(c.IP, "21623"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -286,7 +286,7 @@ func TestStartRejects(t *testing.T) {
 	}
 	// A taken address fails the start and releases what was opened.
 	o := baseOptions(t, 3, 5, nil)
-	ln, err := net.Listen("tcp", "127.30.5.2:36992")
+	ln, err := net.Listen("tcp", "127.30.5.2:21992")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestStartRejects(t *testing.T) {
 		f.Close()
 		t.Fatal("Start succeeded on a taken port")
 	}
-	ln2, err := net.Listen("tcp", "127.30.5.1:36992") // the first device's socket was released
+	ln2, err := net.Listen("tcp", "127.30.5.1:21992") // the first device's socket was released
 	if err != nil {
 		t.Fatalf("first device's port still held after the failed start: %v", err)
 	}
@@ -424,7 +424,7 @@ func TestControlAPI(t *testing.T) {
 		UUID    string
 		Seconds []amtsim.ProbeSecond
 	}
-	pc, _ := net.Dial("udp", net.JoinHostPort(d.Config().IP, "36623"))
+	pc, _ := net.Dial("udp", net.JoinHostPort(d.Config().IP, "21623"))
 	pc.Write(rmcp.AppendPing(nil, rmcp.Ping{}))
 	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	pc.Read(make([]byte, 64))
@@ -453,7 +453,7 @@ func TestStart1000(t *testing.T) {
 	f := start(t, o)
 	t.Logf("1000 devices listening in %v (goroutines %d)", time.Since(begin), runtime.NumGoroutine())
 	last := f.Devices()[999].Config().IP
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(last, "36993"), 5*time.Second)
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(last, "21993"), 5*time.Second)
 	if err != nil {
 		t.Fatalf("last device not listening: %v", err)
 	}

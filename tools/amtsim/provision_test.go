@@ -61,7 +61,7 @@ func TestTLSPKIProvisioningThroughTheListener(t *testing.T) {
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{chain}},
 	}}
 	t.Cleanup(client.CloseIdleConnections)
-	base := "https://" + net.JoinHostPort(cfg.IP, "36993") + "/wsman"
+	base := "https://" + net.JoinHostPort(cfg.IP, "21993") + "/wsman"
 	call := func(id int, class, method, params string) string {
 		t.Helper()
 		resp, err := client.Post(base, "application/soap+xml; charset=utf-8", strings.NewReader(invoke(id, class, method, params)))
@@ -104,7 +104,7 @@ func TestTLSPKIProvisioningThroughTheListener(t *testing.T) {
 	if _, err := client.Post(base, "application/soap+xml", strings.NewReader(invoke(4, "AMT_GeneralSettings", "Get", ""))); err == nil {
 		t.Fatal("16993 still answers after a commit without TLS")
 	}
-	resp, err := http.Post("http://"+net.JoinHostPort(cfg.IP, "36992")+"/wsman", "application/soap+xml", strings.NewReader(invoke(5, "AMT_GeneralSettings", "Get", "")))
+	resp, err := http.Post("http://"+net.JoinHostPort(cfg.IP, "21992")+"/wsman", "application/soap+xml", strings.NewReader(invoke(5, "AMT_GeneralSettings", "Get", "")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestWSLGetsGeneralSettings(t *testing.T) {
 	for _, tc := range []struct {
 		name, port string
 		tls        bool
-	}{{"16992 plain", "36992", false}, {"16993 TLS", "36993", true}} {
+	}{{"16992 plain", "21992", false}, {"16993 TLS", "21993", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			home := t.TempDir()
 			conf := "OUTPREFIX=" + home + "\nKEEPHISTORY=0\nOUTLEVEL=1\nWGETTIMEOUTSECS=10\n"

@@ -34,7 +34,7 @@ func TestScale(t *testing.T) {
 	o := amtsim.Options{
 		Devices: n, Seed: 1,
 		Base: netip.MustParseAddr("127.50.0.1"), Range: netip.MustParsePrefix("127.50.0.0/16"),
-		HTTPPort: 50992, TLSPort: 50993, RMCPPort: 50623,
+		HTTPPort: 22992, TLSPort: 22993, RMCPPort: 22623,
 		ProvisionServer: sink.ln.Addr().String(), TimeScale: 60, HelloSpread: 5 * time.Second,
 		ProvisionedShare: 0.1, AdminPassword: "P@ssw0rd!", LegacyShare: 0.05,
 		Sockets: amtsim.SocketLayout(os.Getenv("AMTSIM_SOCKETS")),
@@ -212,7 +212,7 @@ func BenchmarkStart1000(b *testing.B) {
 	o := amtsim.Options{
 		Devices: 1000, Seed: 1,
 		Base: netip.MustParseAddr("127.51.0.1"), Range: netip.MustParsePrefix("127.51.0.0/16"),
-		HTTPPort: 51992, TLSPort: 51993, RMCPPort: 51623, ProvisionServer: "127.0.0.1:1", HelloSpread: time.Hour,
+		HTTPPort: 23992, TLSPort: 23993, RMCPPort: 23623, ProvisionServer: "127.0.0.1:1", HelloSpread: time.Hour,
 	}
 	for b.Loop() {
 		f, err := amtsim.Start(context.Background(), o)
