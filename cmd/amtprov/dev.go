@@ -22,7 +22,6 @@ import (
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/secrets"
 	"github.com/amtprov/amtprov/libs/service"
-	"github.com/amtprov/amtprov/libs/store"
 	"github.com/amtprov/amtprov/libs/store/pglocal"
 	"github.com/amtprov/amtprov/libs/telemetry"
 	"github.com/amtprov/amtprov/services/certauthority"
@@ -138,24 +137,10 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 		lc.OnShutdown("nats-server", func(context.Context) error { ns.Shutdown(); ns.WaitForShutdown(); return nil })
 		natsURL = ns.ClientURL()
 	}
-	nc, err := bus.Connect(ctx, bus.Config{URL: natsURL, Name: "amtprov-dev"}, log)
+	nc, js, err := service.ConnectBus(ctx, lc, bus.Config{URL: natsURL, Name: "amtprov-dev"}, 1, log)
 	if err != nil {
 		return nil, err
 	}
-	lc.OnShutdown("nats-connection", func(context.Context) error { return nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{}); err != nil {
-		return nil, err
-	}
-	lc.Ready("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
 
 	// PostgreSQL: DATABASE_URL, else a private cluster under the data dir.
 	dbURL := os.Getenv("DATABASE_URL")
@@ -170,19 +155,14 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 		lc.OnShutdown("postgres", stop)
 		dbURL = url
 	}
-	pool, err := store.Open(ctx, dbURL)
+	pool, err := service.OpenDatabase(ctx, lc, dbURL, log)
 	if err != nil {
 		return nil, err
 	}
-	lc.OnShutdown("db-pool", func(context.Context) error { pool.Close(); return nil })
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		return nil, err
-	}
-	lc.Ready("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })
 
 	// Services, through the same constructors their own mains use.
 	host, _ := os.Hostname()
-	helloTel, err := serviceTelemetry(ctx, lc, "hello-listener")
+	helloTel, err := service.StartTelemetry(ctx, lc, "hello-listener")
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +173,7 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 		return nil, err
 	}
 
-	invTel, err := serviceTelemetry(ctx, lc, "inventory")
+	invTel, err := service.StartTelemetry(ctx, lc, "inventory")
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +194,7 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 
 	// Discovery: scans on demand (amtprov scan run), by target schedule and
 	// after each provisioning; its keyring is the dev keyring under the data dir.
-	discTel, err := serviceTelemetry(ctx, lc, "discovery")
+	discTel, err := service.StartTelemetry(ctx, lc, "discovery")
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +214,7 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	// (amt.v1.ca.sign) and provisioning domains, keys sealed with the dev
 	// keyring. The simulated fleet's DNS suffix gets a development
 	// provisioning chain, and the simulated devices trust its root.
-	caTel, err := serviceTelemetry(ctx, lc, "certauthority")
+	caTel, err := service.StartTelemetry(ctx, lc, "certauthority")
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +237,7 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 
 	// Provisioner: hellos become provisioned devices (dev domain above,
 	// device certificates from the CA); a progress line on stderr.
-	provTel, err := serviceTelemetry(ctx, lc, "provisioner")
+	provTel, err := service.StartTelemetry(ctx, lc, "provisioner")
 	if err != nil {
 		return nil, err
 	}
@@ -310,15 +290,6 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 
 	fmt.Fprintf(g.out, "amtprov ready hello=%s api=http://%s nats=%s%s\n", helloAddr, apiAddr, redactURL(natsURL), simLine)
 	return sys, nil
-}
-
-func serviceTelemetry(ctx context.Context, lc *service.Lifecycle, name string) (telemetry.Providers, error) {
-	tel, shutdown, err := telemetry.New(ctx, name)
-	if err != nil {
-		return tel, err
-	}
-	lc.OnShutdown(name+"-telemetry", shutdown)
-	return tel, nil
 }
 
 func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {

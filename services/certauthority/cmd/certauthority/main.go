@@ -16,12 +16,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/secrets"
 	"github.com/amtprov/amtprov/libs/service"
-	"github.com/amtprov/amtprov/libs/store"
 	"github.com/amtprov/amtprov/libs/telemetry"
 	"github.com/amtprov/amtprov/services/certauthority"
 )
@@ -61,12 +58,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.MaxValidityDays, "max-validity-days", service.EnvInt("CA_MAX_VALIDITY_DAYS", 825), "longest validity a request may ask (env CA_MAX_VALIDITY_DAYS)")
 	fs.StringVar(&cfg.Organization, "organization", service.Env("CA_ORGANIZATION", "amtprov"), "O of the CA and its certificates (env CA_ORGANIZATION)")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", service.EnvInt("CA_MAX_IN_FLIGHT", 64), "sign requests handled at once per replica (env CA_MAX_IN_FLIGHT)")
-	fs.StringVar(&natsCfg.URL, "nats", service.Env("NATS_URL", "nats://127.0.0.1:4222"), "NATS URL (env NATS_URL)")
-	fs.StringVar(&natsCfg.CredsFile, "nats-creds", service.Env("NATS_CREDS", ""), "NATS credentials file (env NATS_CREDS)")
-	fs.StringVar(&natsCfg.TLSCA, "nats-ca", service.Env("NATS_CA", ""), "CA bundle for NATS TLS (env NATS_CA)")
-	fs.StringVar(&natsCfg.TLSCert, "nats-cert", service.Env("NATS_CERT", ""), "client certificate for NATS TLS (env NATS_CERT)")
-	fs.StringVar(&natsCfg.TLSKey, "nats-key", service.Env("NATS_KEY", ""), "client key for NATS TLS (env NATS_KEY)")
-	fs.IntVar(&replicas, "stream-replicas", service.EnvInt("AMT_STREAM_REPLICAS", 1), "replicas of the AMT stream (env AMT_STREAM_REPLICAS)")
+	service.BusFlags(fs, &natsCfg, &replicas)
 	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	if err := service.ParseFlags(fs, args); err != nil {
 		return err
@@ -95,43 +87,23 @@ func run(ctx context.Context, args []string) error {
 	// Logger and telemetry.
 	log := telemetry.NewLogger(os.Stderr, "certauthority", level)
 	lc := service.New("certauthority", log)
-	tel, shutdownTel, err := telemetry.New(ctx, "certauthority")
+	tel, err := service.StartTelemetry(ctx, lc, "certauthority")
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("telemetry", shutdownTel)
 
 	// Database: wait for it, then bring the schema up to date.
-	pool, err := store.Open(ctx, dbURL)
+	pool, err := service.OpenDatabase(ctx, lc, dbURL, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("database", func(context.Context) error { pool.Close(); return nil })
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		return err
-	}
-	lc.Ready("database", pool.Ping)
 
 	// Bus.
 	natsCfg.Name = "certauthority"
-	nc, err := bus.Connect(ctx, natsCfg, log)
+	nc, js, err := service.ConnectBus(ctx, lc, natsCfg, replicas, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("nats", func(context.Context) error { return nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{Replicas: replicas}); err != nil {
-		return err
-	}
-	lc.Ready("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
 
 	// The service: organisation CA loaded (or created), sign and admin
 	// subjects and the outbox relay as one runner; ops endpoints.

@@ -15,12 +15,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/secrets"
 	"github.com/amtprov/amtprov/libs/service"
-	"github.com/amtprov/amtprov/libs/store"
 	"github.com/amtprov/amtprov/libs/telemetry"
 	"github.com/amtprov/amtprov/services/discovery"
 )
@@ -91,43 +88,23 @@ func run(ctx context.Context, args []string) error {
 	// Logger and telemetry.
 	log := telemetry.NewLogger(os.Stderr, "discovery", level)
 	lc := service.New("discovery", log)
-	tel, shutdownTel, err := telemetry.New(ctx, "discovery")
+	tel, err := service.StartTelemetry(ctx, lc, "discovery")
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("telemetry", shutdownTel)
 
 	// Database: wait for it, then bring the schema up to date.
-	pool, err := store.Open(ctx, dbURL)
+	pool, err := service.OpenDatabase(ctx, lc, dbURL, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("database", func(context.Context) error { pool.Close(); return nil })
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		return err
-	}
-	lc.Ready("database", pool.Ping)
 
 	// Bus.
 	natsCfg.Name = "discovery"
-	nc, err := bus.Connect(ctx, natsCfg, log)
+	nc, js, err := service.ConnectBus(ctx, lc, natsCfg, replicas, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("nats", func(context.Context) error { return nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{Replicas: replicas}); err != nil {
-		return err
-	}
-	lc.Ready("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
 
 	// The service: shard workers, scheduler, verifier, outbox relay and
 	// admin verbs in one runner; ops endpoints on their own port.

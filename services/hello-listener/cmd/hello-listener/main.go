@@ -13,8 +13,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/service"
 	"github.com/amtprov/amtprov/libs/telemetry"
@@ -50,12 +48,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.MaxConns, "max-conns", service.EnvInt("HELLO_MAX_CONNS", 0), "concurrent connections (default 4096)")
 	fs.Float64Var(&cfg.PerIPRate, "per-ip-rate", 0, "hellos per second per source IP (default 5)")
 	fs.IntVar(&cfg.PerIPBurst, "per-ip-burst", 0, "token bucket size per source IP (default 20)")
-	fs.StringVar(&natsCfg.URL, "nats", service.Env("NATS_URL", "nats://127.0.0.1:4222"), "NATS URL (env NATS_URL)")
-	fs.StringVar(&natsCfg.CredsFile, "nats-creds", service.Env("NATS_CREDS", ""), "NATS credentials file (env NATS_CREDS)")
-	fs.StringVar(&natsCfg.TLSCA, "nats-ca", service.Env("NATS_CA", ""), "CA bundle for NATS TLS (env NATS_CA)")
-	fs.StringVar(&natsCfg.TLSCert, "nats-cert", service.Env("NATS_CERT", ""), "client certificate for NATS TLS (env NATS_CERT)")
-	fs.StringVar(&natsCfg.TLSKey, "nats-key", service.Env("NATS_KEY", ""), "client key for NATS TLS (env NATS_KEY)")
-	fs.IntVar(&replicas, "stream-replicas", service.EnvInt("AMT_STREAM_REPLICAS", 1), "replicas of the AMT stream (env AMT_STREAM_REPLICAS)")
+	service.BusFlags(fs, &natsCfg, &replicas)
 	fs.StringVar(&opsAddr, "ops-addr", service.Env("OPS_ADDR", ":9972"), "address of /healthz, /readyz, /metrics (env OPS_ADDR)")
 	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	if err := service.ParseFlags(fs, args); err != nil {
@@ -72,32 +65,17 @@ func run(ctx context.Context, args []string) error {
 	// Logger and telemetry.
 	log := telemetry.NewLogger(os.Stderr, "hello-listener", level)
 	lc := service.New("hello-listener", log)
-	tel, shutdownTel, err := telemetry.New(ctx, "hello-listener")
+	tel, err := service.StartTelemetry(ctx, lc, "hello-listener")
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("telemetry", shutdownTel)
 
 	// Bus.
 	natsCfg.Name = "hello-listener"
-	nc, err := bus.Connect(ctx, natsCfg, log)
+	_, js, err := service.ConnectBus(ctx, lc, natsCfg, replicas, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("nats", func(context.Context) error { return nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{Replicas: replicas}); err != nil {
-		return err
-	}
-	lc.Ready("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
 
 	// The service and its transports.
 	if cfg.Name == "" {

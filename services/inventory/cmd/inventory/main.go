@@ -14,11 +14,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/service"
-	"github.com/amtprov/amtprov/libs/store"
 	"github.com/amtprov/amtprov/libs/telemetry"
 	"github.com/amtprov/amtprov/services/inventory"
 )
@@ -54,12 +51,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.BatchSize, "batch-size", service.EnvInt("INVENTORY_BATCH_SIZE", 0), "events per transaction (env INVENTORY_BATCH_SIZE; default 512)")
 	fs.DurationVar(&cfg.BatchWait, "batch-wait", service.EnvDuration("INVENTORY_BATCH_WAIT", 0), "how long a batch waits to fill (env INVENTORY_BATCH_WAIT; default 20ms)")
 	fs.IntVar(&cfg.Writers, "writers", service.EnvInt("INVENTORY_WRITERS", 0), "transactions at once (env INVENTORY_WRITERS; default 2)")
-	fs.StringVar(&natsCfg.URL, "nats", service.Env("NATS_URL", "nats://127.0.0.1:4222"), "NATS URL (env NATS_URL)")
-	fs.StringVar(&natsCfg.CredsFile, "nats-creds", service.Env("NATS_CREDS", ""), "NATS credentials file (env NATS_CREDS)")
-	fs.StringVar(&natsCfg.TLSCA, "nats-ca", service.Env("NATS_CA", ""), "CA bundle for NATS TLS (env NATS_CA)")
-	fs.StringVar(&natsCfg.TLSCert, "nats-cert", service.Env("NATS_CERT", ""), "client certificate for NATS TLS (env NATS_CERT)")
-	fs.StringVar(&natsCfg.TLSKey, "nats-key", service.Env("NATS_KEY", ""), "client key for NATS TLS (env NATS_KEY)")
-	fs.IntVar(&replicas, "stream-replicas", service.EnvInt("AMT_STREAM_REPLICAS", 1), "replicas of the AMT stream (env AMT_STREAM_REPLICAS)")
+	service.BusFlags(fs, &natsCfg, &replicas)
 	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	if err := service.ParseFlags(fs, args); err != nil {
 		return err
@@ -79,44 +71,24 @@ func run(ctx context.Context, args []string) error {
 	// Logger and telemetry.
 	log := telemetry.NewLogger(os.Stderr, "inventory", level)
 	lc := service.New("inventory", log)
-	tel, shutdownTel, err := telemetry.New(ctx, "inventory")
+	tel, err := service.StartTelemetry(ctx, lc, "inventory")
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("telemetry", shutdownTel)
 
 	// Database: wait for it, then bring the schema up to date (replicas
 	// starting together take turns under an advisory lock).
-	pool, err := store.Open(ctx, dbURL)
+	pool, err := service.OpenDatabase(ctx, lc, dbURL, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("database", func(context.Context) error { pool.Close(); return nil })
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		return err
-	}
-	lc.Ready("database", pool.Ping)
 
 	// Bus.
 	natsCfg.Name = "inventory"
-	nc, err := bus.Connect(ctx, natsCfg, log)
+	_, js, err := service.ConnectBus(ctx, lc, natsCfg, replicas, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("nats", func(context.Context) error { return nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{Replicas: replicas}); err != nil {
-		return err
-	}
-	lc.Ready("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
 
 	// The service: the consumer as a runner, the read API on the ops port.
 	svc, err := inventory.New(cfg, pool, js, tel, log)

@@ -16,12 +16,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/secrets"
 	"github.com/amtprov/amtprov/libs/service"
-	"github.com/amtprov/amtprov/libs/store"
 	"github.com/amtprov/amtprov/libs/telemetry"
 	"github.com/amtprov/amtprov/services/certauthority"
 	"github.com/amtprov/amtprov/services/provisioner"
@@ -63,12 +60,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Workflow.DevicePort, "device-port", service.EnvInt("PROVISIONER_DEVICE_PORT", 16993), "devices' TLS port (env PROVISIONER_DEVICE_PORT)")
 	fs.DurationVar(&cfg.Workflow.CallTimeout, "call-timeout", service.EnvDuration("PROVISIONER_CALL_TIMEOUT", 0), "bound on one WS-Man call (env PROVISIONER_CALL_TIMEOUT; default 20s)")
 	fs.DurationVar(&cfg.Workflow.PostCommitPause, "post-commit-pause", service.EnvDuration("PROVISIONER_POST_COMMIT_PAUSE", 0), "wait after CommitChanges before verifying (env PROVISIONER_POST_COMMIT_PAUSE; default 2s)")
-	fs.StringVar(&natsCfg.URL, "nats", service.Env("NATS_URL", "nats://127.0.0.1:4222"), "NATS URL (env NATS_URL)")
-	fs.StringVar(&natsCfg.CredsFile, "nats-creds", service.Env("NATS_CREDS", ""), "NATS credentials file (env NATS_CREDS)")
-	fs.StringVar(&natsCfg.TLSCA, "nats-ca", service.Env("NATS_CA", ""), "CA bundle for NATS TLS (env NATS_CA)")
-	fs.StringVar(&natsCfg.TLSCert, "nats-cert", service.Env("NATS_CERT", ""), "client certificate for NATS TLS (env NATS_CERT)")
-	fs.StringVar(&natsCfg.TLSKey, "nats-key", service.Env("NATS_KEY", ""), "client key for NATS TLS (env NATS_KEY)")
-	fs.IntVar(&replicas, "stream-replicas", service.EnvInt("AMT_STREAM_REPLICAS", 1), "replicas of the AMT stream (env AMT_STREAM_REPLICAS)")
+	service.BusFlags(fs, &natsCfg, &replicas)
 	fs.StringVar(&logLevel, "log-level", service.Env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	if err := service.ParseFlags(fs, args); err != nil {
 		return err
@@ -93,43 +85,23 @@ func run(ctx context.Context, args []string) error {
 	// Logger and telemetry.
 	log := telemetry.NewLogger(os.Stderr, "provisioner", level)
 	lc := service.New("provisioner", log)
-	tel, shutdownTel, err := telemetry.New(ctx, "provisioner")
+	tel, err := service.StartTelemetry(ctx, lc, "provisioner")
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("telemetry", shutdownTel)
 
 	// Database.
-	pool, err := store.Open(ctx, dbURL)
+	pool, err := service.OpenDatabase(ctx, lc, dbURL, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("database", func(context.Context) error { pool.Close(); return nil })
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		return err
-	}
-	lc.Ready("database", pool.Ping)
 
 	// Bus.
 	natsCfg.Name = "provisioner"
-	nc, err := bus.Connect(ctx, natsCfg, log)
+	nc, js, err := service.ConnectBus(ctx, lc, natsCfg, replicas, log)
 	if err != nil {
 		return err
 	}
-	lc.OnShutdown("nats", func(context.Context) error { return nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{Replicas: replicas}); err != nil {
-		return err
-	}
-	lc.Ready("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
 
 	// The service: consumer, outbox relay and admin verbs as one runner.
 	svc, err := provisioner.New(cfg, provisioner.Deps{Pool: pool, JS: js, NC: nc, Keys: keys,
