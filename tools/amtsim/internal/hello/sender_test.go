@@ -167,6 +167,11 @@ func TestSenderScheduleV3AndV2(t *testing.T) {
 				t.Fatalf("v3 hello with %d hashes, device trusts %d", len(r.hello.RootHashes), len(d.TrustedRoots()))
 			}
 		}
+		// The sink can read a hello before the sender counts it: poll.
+		deadline := time.Now().Add(5 * time.Second)
+		for d.Counters.HellosSent.Load() < 4 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		if n := d.Counters.HellosSent.Load(); n != 4 {
 			t.Fatalf("HellosSent = %d, want 4", n)
 		}
