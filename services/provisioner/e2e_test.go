@@ -38,7 +38,10 @@ import (
 	"github.com/amtprov/amtprov/tools/amtsim/firmware"
 )
 
-func TestMain(m *testing.M) { storetest.Main(m) }
+func TestMain(m *testing.M) {
+	bustest.ServeIfChild()
+	storetest.Main(m)
+}
 
 // long reports whether the full-size acceptance runs were asked for.
 func long() bool { return os.Getenv("AMTPROV_LONG") == "1" }
@@ -68,7 +71,13 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	h := &harness{t: t, pool: storetest.New(t), natsURL: bustest.RunServer(t), keys: provtest.Keyring(t),
+	return newHarnessOn(t, bustest.RunServer(t))
+}
+
+// newHarnessOn is newHarness with the NATS server at natsURL.
+func newHarnessOn(t testing.TB, natsURL string) *harness {
+	t.Helper()
+	h := &harness{t: t, pool: storetest.New(t), natsURL: natsURL, keys: provtest.Keyring(t),
 		signer: provtest.NewSigner(t)}
 	h.domain = provtest.NewDomain(t, "corp", amtsim.DefaultDNSSuffix, provtest.LeafOptions{})
 	_, h.js = bustest.ConnectTo(t, h.natsURL)

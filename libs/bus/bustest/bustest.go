@@ -4,7 +4,14 @@
 package bustest
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,4 +95,91 @@ func ConnectTo(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("bustest: %v", err)
 	}
 	return nc, js
+}
+
+// childEnv names the environment variable that turns a test binary into a
+// NATS server process (see ServeIfChild).
+const childEnv = "BUSTEST_NATS_SERVER_DIR"
+
+// ServeIfChild must be the first call of TestMain in a package that uses
+// RunServerProcess: in the child process started by RunServerProcess it
+// runs the embedded server, prints its client URL on stdout, serves until
+// its standard input closes (the parent exited) and exits. Elsewhere it
+// returns at once.
+func ServeIfChild() {
+	dir := os.Getenv(childEnv)
+	if dir == "" {
+		return
+	}
+	s, err := server.NewServer(&server.Options{ServerName: "bustest-child", Host: "127.0.0.1", Port: -1,
+		JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bustest child:", err)
+		os.Exit(2)
+	}
+	s.Start()
+	if !s.ReadyForConnections(startTimeout) {
+		fmt.Fprintln(os.Stderr, "bustest child: server not ready")
+		os.Exit(2)
+	}
+	fmt.Println(s.ClientURL())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	s.Shutdown()
+	s.WaitForShutdown()
+	os.Exit(0)
+}
+
+// RunServerProcess is like RunServer, but the server runs in a child
+// process (this test binary re-executed; the package's TestMain must call
+// ServeIfChild first). Tests that SIGKILL separate client processes use
+// it: nats-server v2.15.2 has occasional internal data races on abruptly
+// closed JetStream clients, which the race detector would otherwise report
+// against the test that merely hosts the server. The child's own race
+// reports are logged with t.Log, not hidden.
+func RunServerProcess(t testing.TB) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+t.TempDir())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("bustest: start server process: %v", err)
+	}
+	urlc := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		urlc <- strings.TrimSpace(line)
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	var url string
+	select {
+	case url = <-urlc:
+	case <-time.After(2 * startTimeout):
+	}
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if bytes.Contains(stderr.Bytes(), []byte("DATA RACE")) {
+			t.Logf("bustest: the nats-server child process reported a data race inside nats-server:\n%s", stderr.String())
+		}
+	})
+	if !strings.HasPrefix(url, "nats://") {
+		t.Fatalf("bustest: server process did not start: %q\n%s", url, stderr.String())
+	}
+	return url
 }
