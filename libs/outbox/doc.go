@@ -13,6 +13,12 @@
 // across relays order is not guaranteed, and consumers must tolerate that
 // (inventory does).
 //
+// All services share the one outbox table. A relay with RelayConfig.Topics
+// claims only the rows of those subject prefixes, so each service publishes
+// exactly the events it wrote and its NATS user needs no permission on
+// anyone else's (deploy/nats/accounts.conf); a relay without Topics
+// publishes every row (`amtprov dev`, where one process runs every service).
+//
 // The table is created by migration 00002 in libs/store. Add wakes relays
 // with NOTIFY on the channel NotifyChannel at commit; relays also poll, so a
 // missed notification only delays an event by the poll interval.
