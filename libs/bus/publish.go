@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -53,6 +54,11 @@ type Publisher struct {
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
 	published  metric.Int64Counter
+
+	// outcomeOpts caches the counter's attribute set per subject prefix and
+	// outcome: building one per publish was a measurable share of the hello
+	// listener's CPU (docs/benchmarks.md).
+	outcomeOpts sync.Map // prefix + "\x00" + outcome -> metric.AddOption
 }
 
 // NewPublisher returns a publisher whose events carry ce-source source
@@ -140,12 +146,26 @@ func (p *Publisher) PublishEnvelope(ctx context.Context, env events.Envelope) er
 	case ack.Duplicate:
 		outcome = "duplicate"
 	}
-	span.SetAttributes(attrDuplicate.Bool(err == nil && ack.Duplicate))
-	p.published.Add(ctx, 1, metric.WithAttributes(attrSubjectPrefix.String(k.Prefix), attrOutcome.String(outcome)))
+	if outcome == "duplicate" {
+		// Only when true: growing the span's attribute slice on every
+		// publish costs an allocation and a copy.
+		span.SetAttributes(attrDuplicate.Bool(true))
+	}
+	p.published.Add(ctx, 1, p.outcomeOpt(k.Prefix, outcome))
 	if err != nil {
 		return fmt.Errorf("publish %s %s: %w", env.Topic, env.ID, err)
 	}
 	return nil
+}
+
+// outcomeOpt returns the cached attribute set of the published counter.
+func (p *Publisher) outcomeOpt(prefix, outcome string) metric.AddOption {
+	key := prefix + "\x00" + outcome
+	if opt, ok := p.outcomeOpts.Load(key); ok {
+		return opt.(metric.AddOption)
+	}
+	opt, _ := p.outcomeOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(attrSubjectPrefix.String(prefix), attrOutcome.String(outcome))))
+	return opt.(metric.AddOption)
 }
 
 // transientPublishError reports failures worth retrying while ctx lives:

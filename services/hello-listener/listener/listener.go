@@ -135,7 +135,7 @@ func New(cfg Config, pub Publisher, opts Options) (*Listener, error) {
 		logLimit: rate.NewLimiter(rate.Limit(cfg.RejectLogRate), int(cfg.RejectLogRate)+1),
 		started:  time.Now(),
 	}
-	l.bufs.New = func() any { b := make([]byte, cfg.MaxBytes+1); return &b }
+	l.bufs.New = func() any { b := make([]byte, min(initialReadBuf, cfg.MaxBytes+1)); return &b }
 	var err error
 	if l.received, err = m.Int64Counter("hellos_received", metric.WithDescription("Connections that delivered bytes to the hello port.")); err != nil {
 		return nil, err
@@ -265,8 +265,7 @@ func (l *Listener) handle(ctx context.Context, conn net.Conn) {
 
 	bp := l.bufs.Get().(*[]byte)
 	defer l.bufs.Put(bp)
-	buf := *bp
-	n, reason, err := l.readHello(conn, buf)
+	n, buf, reason, err := l.readHello(conn, *bp)
 	if n > 0 {
 		l.received.Add(ctx, 1)
 		l.nReceived.Add(1)
@@ -290,45 +289,57 @@ func (l *Listener) handle(ctx context.Context, conn net.Conn) {
 	l.publish(ctx, hello, remote, start)
 }
 
-// readHello reads until the hello is complete, the peer closes, the cap is
-// exceeded or the deadline passes. It returns the bytes read and, when the
-// packet must be dropped without decoding, the reason.
-func (l *Listener) readHello(conn net.Conn, buf []byte) (int, string, error) {
+// initialReadBuf is the pooled read buffer's size: a hello is at most a few
+// hundred bytes (PROTOCOL.md §4), so the buffer grows towards MaxBytes+1
+// only for the rare longer input instead of every connection taking a
+// 16 KiB buffer.
+const initialReadBuf = 2048
+
+// readHello reads into buf (growing it up to MaxBytes+1) until the hello is
+// complete, the peer closes, the cap is exceeded or the deadline passes. It
+// returns the bytes read, the buffer holding them and, when the packet must
+// be dropped without decoding, the reason.
+func (l *Listener) readHello(conn net.Conn, buf []byte) (int, []byte, string, error) {
 	n := 0
 	for {
+		if n == len(buf) {
+			grown := make([]byte, min(2*len(buf), l.cfg.MaxBytes+1))
+			copy(grown, buf)
+			buf = grown
+		}
 		m, err := conn.Read(buf[n:])
 		n += m
 		if n >= 4 && bytes.HasPrefix(buf[:n], []byte("GET ")) {
-			return n, "http", nil
+			return n, buf, "http", nil
 		}
 		if n > l.cfg.MaxBytes {
-			return n, ReasonOversized, fmt.Errorf("more than %d bytes", l.cfg.MaxBytes)
+			return n, buf, ReasonOversized, fmt.Errorf("more than %d bytes", l.cfg.MaxBytes)
 		}
 		if size, ok, cerr := amt.Complete(buf[:n]); cerr != nil {
 			// Already impossible: decode to get the precise typed error.
-			return n, "", nil
+			return n, buf, "", nil
 		} else if ok && size == n {
 			// Firmware closes right after the hello; acting now saves a
 			// round trip. Bytes after it are trailing garbage, caught by the
 			// decoder if they arrived in the same read.
-			return n, "", nil
+			return n, buf, "", nil
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				if n == 0 {
-					return 0, ReasonEmpty, nil
+					return 0, buf, ReasonEmpty, nil
 				}
-				return n, "", nil
+				return n, buf, "", nil
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return n, ReasonTimeout, fmt.Errorf("no complete hello within %s (%d bytes)", l.cfg.ReadTimeout, n)
+				return n, buf, ReasonTimeout, fmt.Errorf("no complete hello within %s (%d bytes)", l.cfg.ReadTimeout, n)
 			}
 			// A reset after some bytes: decode what arrived.
 			if n == 0 {
-				return 0, ReasonEmpty, err
+				return 0, buf, ReasonEmpty, err
 			}
-			return n, "", nil
+			return n, buf, "", nil
 		}
 	}
 }

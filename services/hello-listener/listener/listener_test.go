@@ -212,6 +212,9 @@ func TestRejections(t *testing.T) {
 		{"short", good[:20], false, "short"},
 		{"unknown version", badVersion, false, "unknown_version"},
 		{"trailing garbage", append(append([]byte(nil), good...), 1, 2, 3), false, "trailing_garbage"},
+		// Longer than the pooled read buffer, within the cap: read whole
+		// (the buffer grows), then refused by the decoder.
+		{"long trailing garbage", append(append([]byte(nil), good...), make([]byte, 5000)...), false, "trailing_garbage"},
 		{"oversized", append([]byte{0, 0, 3, 0}, make([]byte, 20000)...), false, "oversized"},
 		{"empty", nil, false, "empty"},
 		{"stalled", good[:30], true, "timeout"},
