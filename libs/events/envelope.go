@@ -113,16 +113,17 @@ func RandomID() string {
 // Headers renders the CloudEvents binary-mode headers (and Nats-Msg-Id).
 // The map is compatible with nats.Header by conversion.
 func (e Envelope) Headers() map[string][]string {
-	return map[string][]string{
-		HeaderSpecVersion: {SpecVersion},
-		HeaderID:          {e.ID},
-		HeaderType:        {e.Type},
-		HeaderSource:      {e.Source},
-		HeaderTime:        {e.Time.UTC().Format(time.RFC3339Nano)},
-		HeaderSubject:     {e.Subject},
-		HeaderContentType: {ContentTypeJSON},
-		HeaderMsgID:       {e.ID},
+	// Sized for the eight headers here plus traceparent, tracestate and
+	// Nats-Expected-Stream, which the publisher adds: a map that grows past eight entries is
+	// rebuilt, and this runs once per event.
+	h := make(map[string][]string, 11)
+	// One backing array for the eight one-element values.
+	v := [...]string{SpecVersion, e.ID, e.Type, e.Source, e.Time.UTC().Format(time.RFC3339Nano), e.Subject, ContentTypeJSON, e.ID}
+	vals := v[:]
+	for i, k := range [...]string{HeaderSpecVersion, HeaderID, HeaderType, HeaderSource, HeaderTime, HeaderSubject, HeaderContentType, HeaderMsgID} {
+		h[k] = vals[i : i+1 : i+1]
 	}
+	return h
 }
 
 func first(h map[string][]string, k string) string {
