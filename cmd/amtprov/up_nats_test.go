@@ -145,11 +145,15 @@ func TestNATSPublishPermissions(t *testing.T) {
 		{"discovery", events.SubjectScanCompleted + ".scan-1", true},
 		{"discovery", events.SubjectDeviceHello + "." + key, false},
 		{"discovery", events.SubjectCASign, false},
-		// The shared outbox (accounts.conf header): every relay may publish
-		// every outboxed subject until relays filter by topic.
-		{"provisioner", events.SubjectCertIssued + "." + key, true},
-		{"certauthority", events.SubjectProvisioning + ".succeeded." + key, true},
-		{"discovery", events.SubjectProvisioning + ".succeeded." + key, true},
+		// The outbox table is shared, but each relay claims only its own
+		// service's topics (outbox.RelayConfig.Topics): no user may publish
+		// another service's events.
+		{"provisioner", events.SubjectCertIssued + "." + key, false},
+		{"provisioner", events.SubjectDeviceDiscovered + "." + key, false},
+		{"certauthority", events.SubjectProvisioning + ".succeeded." + key, false},
+		{"certauthority", events.SubjectScanCompleted + ".scan-1", false},
+		{"discovery", events.SubjectProvisioning + ".succeeded." + key, false},
+		{"discovery", events.SubjectCertIssued + "." + key, false},
 		{"cli", events.SubjectAdmin + ".domain.list", true},
 		{"cli", events.SubjectDeviceHello + "." + key, false},
 		{"cli", events.SubjectProvisioning + ".succeeded." + key, false},

@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg Config, pool *pgxpool.Pool, keys *secrets.Keyr
 		return nil, err
 	}
 	pub := bus.NewPublisher(js, svc.cfg.Source, tel)
-	relay := outbox.NewRelay(pool, pub, outbox.RelayConfig{Log: svc.log, Telemetry: tel})
+	relay := outbox.NewRelay(pool, pub, outbox.RelayConfig{Topics: []string{events.SubjectCertIssued}, Log: svc.log, Telemetry: tel})
 	return &CA{Service: svc, nc: nc, relay: relay, tel: tel}, nil
 }
 

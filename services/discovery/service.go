@@ -361,7 +361,8 @@ func (s *Service) Run(ctx context.Context) error {
 		}()
 	}
 	goRun("admin", srv.Run)
-	goRun("outbox relay", outbox.NewRelay(s.d.Pool, s.pub, outbox.RelayConfig{Log: s.d.Log, Telemetry: s.d.Tel}).Run)
+	goRun("outbox relay", outbox.NewRelay(s.d.Pool, s.pub, outbox.RelayConfig{
+		Topics: []string{events.SubjectDeviceDiscovered, events.SubjectScanCompleted}, Log: s.d.Log, Telemetry: s.d.Tel}).Run)
 	goRun("verify", func(ctx context.Context) error { return s.runVerify(ctx, verify) })
 	if s.cfg.ScheduleEvery > 0 {
 		goRun("scheduler", s.runScheduler)

@@ -188,6 +188,9 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("provisioner consumer: %w", err)
 	}
 	relayCfg := s.cfg.Relay
+	// The relay publishes only the provisioning events this service writes
+	// (the outbox table is shared; deploy/nats/accounts.conf).
+	relayCfg.Topics = []string{events.SubjectProvisioning}
 	relayCfg.Log, relayCfg.Telemetry = s.log, s.deps.Tel
 	relay := outbox.NewRelay(s.deps.Pool, bus.NewPublisher(s.deps.JS, s.deps.Source, s.deps.Tel), relayCfg)
 	adminOpts := s.cfg.Admin
