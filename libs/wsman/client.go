@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,11 @@ const (
 	maxItems = 16384
 	// maxErrorBody is how much of a non-SOAP error body goes into HTTPError.
 	maxErrorBody = 256
+	// closeWait bounds how long closing a connection waits for the device
+	// to close its side (see sessionConn); maxCloseDrain bounds what is
+	// read meanwhile.
+	closeWait     = time.Second
+	maxCloseDrain = 64 << 10
 )
 
 // Config describes one device endpoint.
@@ -63,14 +69,22 @@ type Config struct {
 }
 
 // Client talks WS-Management to one device. It is safe for concurrent
-// use; requests share kept-alive connections. Close releases them.
+// use. Close releases its connection.
 //
-// With digest credentials, calls on one Client run one at a time: a digest
-// nonce count must reach the device in increasing order (AMT, like amtsim,
-// refuses a lower count as a replay), which parallel connections cannot
-// promise, and firmware serves one request at a time anyway (MeshCentral
-// keeps one in flight, PROTOCOL.md §12). Without credentials (the setup-mode
-// TLS session) calls run in parallel.
+// A Client holds at most one connection to its device at a time, and opens
+// the next only once the device has closed the previous one: firmware
+// serves one session at a time (MeshCentral keeps one request in flight,
+// PROTOCOL.md §12), and AMT closes the connection after every digest
+// challenge (§8.3 "Connection: close"), so the authenticated retry must not
+// reach the device while the challenged connection still counts there.
+// Closing a connection therefore ends our side (TLS close_notify, TCP FIN)
+// and waits, at most a second, for the device's FIN. Calls from several
+// goroutines queue for the one connection.
+//
+// With digest credentials, calls on one Client also run one at a time from
+// the first request to the last response of each call: a digest nonce
+// count must reach the device in increasing order (AMT, like amtsim,
+// refuses a lower count as a replay).
 type Client struct {
 	cfg      Config
 	url      string
@@ -81,6 +95,7 @@ type Client struct {
 	tr       *http.Transport
 	auth     *digestAuth
 	serial   chan struct{} // one slot: serialises digest-authenticated calls
+	session  chan struct{} // one slot: held from dial until the device closed the connection
 	tracer   trace.Tracer
 	msgID    atomic.Uint64
 	maxBytes int64
@@ -119,13 +134,15 @@ func New(cfg Config) (*Client, error) {
 		auth:     &digestAuth{user: cfg.Username, pass: cfg.Password},
 		tracer:   tp.Tracer("github.com/amtprov/amtprov/libs/wsman"),
 		maxBytes: cfg.MaxResponseBytes,
+		session:  make(chan struct{}, 1),
 	}
 	if cfg.Username != "" {
 		c.serial = make(chan struct{}, 1)
 	}
 	c.tr = &http.Transport{
 		DialContext:            c.dial,
-		MaxIdleConnsPerHost:    4,
+		MaxConnsPerHost:        1,
+		MaxIdleConnsPerHost:    1,
 		IdleConnTimeout:        idleTimeout,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: 64 << 10,
@@ -156,17 +173,92 @@ func New(cfg Config) (*Client, error) {
 // Address is the device endpoint.
 func (c *Client) Address() string { return c.cfg.Address }
 
-// Close closes idle connections. In-flight calls finish; the client stays
-// usable (a later call dials again).
+// Close closes the idle connection and returns once the device has closed
+// its side too (at most about a second), so that a connection another
+// Client opens next is the device's only session. In-flight calls finish;
+// the client stays usable (a later call dials again).
 func (c *Client) Close() { c.tr.CloseIdleConnections() }
 
+// dial opens the client's one connection (plain HTTP; dialTLS adds the
+// handshake), waiting until the previous one is closed on both sides.
 func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	raw, err := c.dialRaw(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &sessionConn{Conn: raw, raw: raw, release: c.releaseSession}, nil
+}
+
+// dialRaw takes the session slot and connects; on error the slot is free.
+func (c *Client) dialRaw(ctx context.Context, network, addr string) (net.Conn, error) {
+	select {
+	case c.session <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("dial %s: waiting for the previous connection to close: %w: %w", addr, ErrUnreachable, ctx.Err())
+	}
 	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
+		c.releaseSession()
 		return nil, fmt.Errorf("dial %s: %w: %w", addr, ErrUnreachable, err)
 	}
 	return conn, nil
+}
+
+func (c *Client) releaseSession() { <-c.session }
+
+// sessionConn is the client's connection to the device. Close ends it the
+// way that lets the device free the session before we open the next one:
+// our side is shut (close_notify for TLS, then FIN), then what the device
+// still sends is read and dropped until its FIN (it has closed the
+// connection) or closeWait passes; only then is the socket closed and the
+// session slot given back. Safe for the concurrent Close calls the HTTP
+// transport may make (the later ones wait for the first).
+type sessionConn struct {
+	net.Conn           // what the transport reads and writes (raw, or TLS over it)
+	raw      net.Conn  // the TCP connection
+	tls      *tls.Conn // nil for plain HTTP
+	release  func()    // gives the session slot back
+	once     sync.Once
+	closing  atomic.Bool
+}
+
+// Read fails once Close has begun: what the device sends after that (up to
+// its FIN) is drained, never handed to the transport, so a call cancelled
+// mid-body ends in an error rather than a body cut short that looks whole.
+func (s *sessionConn) Read(p []byte) (int, error) {
+	n, err := s.Conn.Read(p)
+	if s.closing.Load() {
+		return 0, net.ErrClosed
+	}
+	return n, err
+}
+
+func (s *sessionConn) Close() error {
+	s.closing.Store(true)
+	s.once.Do(func() {
+		closeGracefully(s.raw, s.tls)
+		s.release()
+	})
+	return nil
+}
+
+// closeGracefully shuts our side of raw (after TLS's close_notify when tc
+// is set), waits for the peer's FIN (bounded by closeWait and
+// maxCloseDrain), and closes raw. Errors are of no use here: the
+// connection is going away either way.
+func closeGracefully(raw net.Conn, tc *tls.Conn) {
+	// A deadline first: it also frees a write or read blocked on a device
+	// that stopped answering, which CloseWrite would otherwise wait for.
+	_ = raw.SetDeadline(time.Now().Add(closeWait))
+	if tc != nil {
+		_ = tc.CloseWrite() // close_notify; an error only means the handshake never finished
+	}
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(raw, maxCloseDrain))
+	_ = raw.Close()
 }
 
 // dialTLS does the handshake itself so that a refused handshake is told
@@ -177,7 +269,7 @@ func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, erro
 // own refusal of its certificate, or a break after it presented one is a
 // TLS refusal (CERT_REJECTED_BY_DEVICE for a provisioner).
 func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
-	raw, err := c.dial(ctx, network, addr)
+	raw, err := c.dialRaw(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +289,11 @@ func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 	}
 	tc := tls.Client(raw, conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
+		// The device may still be closing its end (after its alert, or
+		// after ours): wait for it like any close, so a retry is not a
+		// second session.
+		closeGracefully(raw, nil)
+		c.releaseSession()
 		var (
 			ne net.Error
 			oe *net.OpError
@@ -217,7 +313,7 @@ func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 		}
 		return nil, &TLSError{Address: addr, Err: err}
 	}
-	return tc, nil
+	return &sessionConn{Conn: tc, raw: raw, tls: tc, release: c.releaseSession}, nil
 }
 
 // Do sends one request and returns the parsed response. A SOAP fault is
