@@ -134,8 +134,7 @@ type Service struct {
 
 	received, inProgress, provisioned, failed, retries atomic.Int64
 
-	hellos metric.Int64Counter
-	jobs   metric.Int64Counter
+	m metrics
 }
 
 // New checks deps and builds the service; Run starts it.
@@ -157,13 +156,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log}
 	s.store = jobstore.New(deps.Pool, outbox.Add, deps.Source)
 	s.store.FailedCooldown = max(cfg.RetryFailedAfter, 0)
-	s.engine = workflow.New(cfg.Workflow, s.store, deps.Domains, deps.Signer, deps.Keys)
-	var m metric.Meter
-	if deps.Tel.Meter != nil {
-		m = deps.Tel.Meter.Meter("github.com/amtprov/amtprov/services/provisioner")
-		s.hellos, _ = m.Int64Counter("amtprov.provisioner.hellos", metric.WithDescription("Hellos handled, by decision (started, resumed, duplicate, stale)."))
-		s.jobs, _ = m.Int64Counter("amtprov.provisioner.jobs", metric.WithDescription("Provisioning job ends, by outcome (succeeded, failed, retry) and error code."))
+	m, err := newMetrics(deps.Tel.Meter, s.inProgress.Load)
+	if err != nil {
+		return nil, err
 	}
+	s.m = m
+	s.store.StepFinished = m.stepFinished
+	s.engine = workflow.New(cfg.Workflow, s.store, deps.Domains, deps.Signer, deps.Keys)
 	return s, nil
 }
 
@@ -281,7 +280,7 @@ func (s *Service) HandleHello(ctx context.Context, env events.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("hello %s for %s: %w", env.ID, h.UUID, err) // database trouble: redeliver with backoff
 	}
-	s.count(ctx, s.hellos, attribute.String("decision", dec.String()))
+	s.count(ctx, s.m.hellos, attribute.String("decision", dec.String()))
 	switch dec {
 	case jobstore.Stale:
 		s.log.DebugContext(ctx, "hello ignored: not newer than the device's last job", "uuid", h.UUID, "job", job.ID, "state", job.State)
@@ -299,7 +298,7 @@ func (s *Service) HandleHello(ctx context.Context, env events.Envelope) error {
 	s.inProgress.Add(1)
 	defer s.inProgress.Add(-1)
 	res := s.runLeased(ctx, job, owner, h)
-	return s.settle(ctx, job, owner, res)
+	return s.settle(ctx, job, owner, h.ReceivedAt, res)
 }
 
 // runLeased runs the workflow while a companion renews the lease; losing
@@ -331,8 +330,9 @@ func (s *Service) runLeased(ctx context.Context, job jobstore.Job, owner string,
 	return res
 }
 
-// settle ends or hands back the job after a run.
-func (s *Service) settle(ctx context.Context, job jobstore.Job, owner string, res workflow.Result) error {
+// settle ends or hands back the job after a run of the hello received at
+// receivedAt.
+func (s *Service) settle(ctx context.Context, job jobstore.Job, owner string, receivedAt time.Time, res workflow.Result) error {
 	ctx = context.WithoutCancel(ctx) // record the outcome even when shutting down
 	if errors.Is(res.Err, jobstore.ErrLeaseLost) {
 		s.log.WarnContext(ctx, "job taken over by another worker", "uuid", job.UUID, "job", job.ID)
@@ -345,7 +345,7 @@ func (s *Service) settle(ctx context.Context, job jobstore.Job, owner string, re
 				return fmt.Errorf("requeue job %d: %w", job.ID, err)
 			}
 			s.retries.Add(1)
-			s.count(ctx, s.jobs, attribute.String("outcome", "retry"), attribute.String("code", o.Code))
+			s.count(ctx, s.m.jobs, attribute.String("outcome", "retry"), attribute.String("code", o.Code))
 			return &bus.RetryAfterError{After: backoffFor(d, s.cfg.Backoff), Err: res.Err}
 		}
 		// Out of deliveries: the transient failure is final.
@@ -360,20 +360,19 @@ func (s *Service) settle(ctx context.Context, job jobstore.Job, owner string, re
 	}
 	if o.Succeeded {
 		s.provisioned.Add(1)
-		s.count(ctx, s.jobs, attribute.String("outcome", "succeeded"), attribute.String("code", ""))
+		s.count(ctx, s.m.jobs, attribute.String("outcome", "succeeded"), attribute.String("code", ""))
+		s.m.provisioned(ctx, receivedAt, time.Now())
 		s.log.InfoContext(ctx, "device provisioned", "uuid", job.UUID, "job", job.ID, "attempt", job.Attempt)
 	} else {
 		s.failed.Add(1)
-		s.count(ctx, s.jobs, attribute.String("outcome", "failed"), attribute.String("code", o.Code))
+		s.count(ctx, s.m.jobs, attribute.String("outcome", "failed"), attribute.String("code", o.Code))
 		s.log.WarnContext(ctx, "provisioning failed", "uuid", job.UUID, "job", job.ID, "step", o.Step, "code", o.Code, "detail", o.Detail)
 	}
 	return nil
 }
 
 func (s *Service) count(ctx context.Context, c metric.Int64Counter, attrs ...attribute.KeyValue) {
-	if c != nil {
-		c.Add(ctx, 1, metric.WithAttributes(attrs...))
-	}
+	c.Add(ctx, 1, metric.WithAttributes(attrs...))
 }
 
 func backoffFor(delivered uint64, schedule []time.Duration) time.Duration {

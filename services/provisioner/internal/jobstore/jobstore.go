@@ -109,6 +109,11 @@ type Store struct {
 	// with a problem only an operator can fix does not get an attempt per
 	// hello. Set it before use; zero means a new attempt on every newer hello.
 	FailedCooldown time.Duration
+	// StepFinished, when set, is called after FinishStep committed, with
+	// the step's outcome and how long it ran by the database clock (from
+	// its BeginStep to its FinishStep). Set it before use; the provisioner
+	// records its step latency metric with it.
+	StepFinished func(ctx context.Context, step, outcome string, took time.Duration)
 }
 
 // New returns a Store on pool that writes events with outbox, as source.
@@ -343,17 +348,15 @@ type StepResult struct {
 // FinishStep records the end of a step and, with its "step" event, reports
 // it through the outbox in the same transaction.
 func (s *Store) FinishStep(ctx context.Context, job Job, owner, step string, r StepResult) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var (
-			n  int
-			at time.Time
-		)
+	var started, at time.Time
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var n int
 		err := tx.QueryRow(ctx, `WITH l AS (
 				SELECT id FROM provisioning_jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running' FOR SHARE)
 			UPDATE provisioning_steps SET finished = now(), outcome = $4, return_value = $5, error_code = $6,
 				state = coalesce($7::jsonb, state)
-			WHERE job_id = (SELECT id FROM l) AND step = $3 RETURNING attempt_no, clock_timestamp()`,
-			job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State)).Scan(&n, &at)
+			WHERE job_id = (SELECT id FROM l) AND step = $3 RETURNING attempt_no, started, clock_timestamp()`,
+			job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State)).Scan(&n, &started, &at)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, ErrLeaseLost)
 		}
@@ -364,6 +367,10 @@ func (s *Store) FinishStep(ctx context.Context, job Job, owner, step string, r S
 			p.Outcome, p.ReturnValue, p.ErrorCode = r.Outcome, r.ReturnValue, r.ErrorCode
 		})
 	})
+	if err == nil && s.StepFinished != nil {
+		s.StepFinished(ctx, step, r.Outcome, max(at.Sub(started), 0))
+	}
+	return err
 }
 
 func nullJSON(b json.RawMessage) any {

@@ -1,0 +1,161 @@
+package provisioner_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/amtprov/amtprov/libs/telemetry"
+	"github.com/amtprov/amtprov/services/provisioner"
+	"github.com/amtprov/amtprov/services/provisioner/internal/provtest"
+	"github.com/amtprov/amtprov/services/provisioner/internal/workflow"
+)
+
+// gatedSigner holds every sign request until open is closed: the test
+// can then see jobs in flight and make one step measurably long.
+type gatedSigner struct {
+	next    provisioner.Signer
+	open    chan struct{}
+	waiting atomic.Int64 // requests held now
+}
+
+func (g *gatedSigner) SignDeviceCert(ctx context.Context, r provisioner.CertRequest) (provisioner.Cert, error) {
+	g.waiting.Add(1)
+	defer g.waiting.Add(-1)
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return provisioner.Cert{}, ctx.Err()
+	}
+	return g.next.SignDeviceCert(ctx, r)
+}
+
+// TestMetricsOfARealRun provisions a small fleet with one replica whose
+// meter is served by the real Prometheus handler, holding every job in its
+// certificate step for a while, and reads the new series back: jobs
+// running (all of them while held, none after), step latency by step and
+// outcome, and hello-to-provisioned latency.
+func TestMetricsOfARealRun(t *testing.T) {
+	const n = 3
+	const hold = 300 * time.Millisecond
+	h := newHarness(t)
+	tel, _ := telemetry.NewForTest("provisioner")
+	gate := &gatedSigner{next: h.signer, open: make(chan struct{})}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(gate.open)
+		}
+	}
+
+	nc, err := nats.Connect(h.natsURL, nats.Name("metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := provisioner.New(testConfig("metrics"), provisioner.Deps{Pool: h.pool, JS: js, NC: nc, Keys: h.keys,
+		Domains: provtest.Domains{h.domain}, Signer: gate, Tel: tel, Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("provisioner: %v", err)
+		}
+		nc.Close()
+	})
+	t.Cleanup(release) // registered after the stop: runs before it
+
+	h.startFleet(n, 60, nil)
+	// Every job reaches the certificate step and waits there.
+	eventually(t, "all jobs held in the certificate step", time.Minute, func() (bool, string) {
+		w := gate.waiting.Load()
+		return w == n, fmt.Sprintf("%d sign requests held", w)
+	})
+	if v, ok := sample(t, tel.Metrics, "amtprov_provisioner_jobs_running", nil); !ok || v != n {
+		t.Errorf("jobs running while %d are held = %v (exposed %v), want %d", n, v, ok, n)
+	}
+	time.Sleep(hold) // not waiting for a condition: makes the held step last at least hold
+	release()
+	eventually(t, "every device provisioned", 2*time.Minute, func() (bool, string) { return h.jobsSettled(n) })
+
+	m := tel.Metrics
+	if v, ok := sample(t, m, "amtprov_provisioner_jobs_running", nil); !ok || v != 0 {
+		t.Errorf("jobs running after the run = %v (exposed %v), want 0", v, ok)
+	}
+	for _, step := range workflow.StepNames() {
+		cnt, ok := sample(t, m, "amtprov_provisioner_step_duration_seconds_count", map[string]string{"step": step, "outcome": "ok"})
+		if !ok || cnt < n {
+			t.Errorf("step %s: %v ok observations (exposed %v), want >= %d", step, cnt, ok, n)
+		}
+		sum, _ := sample(t, m, "amtprov_provisioner_step_duration_seconds_sum", map[string]string{"step": step, "outcome": "ok"})
+		if sum < 0 || sum > cnt*60 {
+			t.Errorf("step %s: %v s over %v steps", step, sum, cnt)
+		}
+	}
+	signed, _ := sample(t, m, "amtprov_provisioner_step_duration_seconds_sum", map[string]string{"step": workflow.StepSign, "outcome": "ok"})
+	if signed < n*hold.Seconds() {
+		t.Errorf("held certificate steps took %v s in all, want >= %v", signed, n*hold.Seconds())
+	}
+	cnt, ok := sample(t, m, "amtprov_provisioner_hello_to_provisioned_seconds_count", nil)
+	sum, _ := sample(t, m, "amtprov_provisioner_hello_to_provisioned_seconds_sum", nil)
+	if !ok || cnt != n {
+		t.Fatalf("hello to provisioned: %v observations (exposed %v), want %d", cnt, ok, n)
+	}
+	if sum < n*hold.Seconds() || sum > n*120 {
+		t.Errorf("hello to provisioned: %v s for %d devices, want between %v and %v", sum, n, n*hold.Seconds(), n*120)
+	}
+	if inf, _ := sample(t, m, "amtprov_provisioner_hello_to_provisioned_seconds_bucket", map[string]string{"le": "+Inf"}); inf != n {
+		t.Errorf("hello to provisioned +Inf bucket = %v, want %d", inf, n)
+	}
+	if v, _ := sample(t, m, "amtprov_provisioner_jobs_total", map[string]string{"outcome": "succeeded"}); v != n {
+		t.Errorf("jobs succeeded = %v, want %d", v, n)
+	}
+}
+
+// sample scrapes h (a Prometheus text handler) and returns the value of
+// the first series called name that carries every label in labels.
+func sample(t testing.TB, h http.Handler, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	sc := bufio.NewScanner(rec.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		match := true
+		for k, v := range labels {
+			match = match && strings.Contains(line, k+`="`+v+`"`)
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("sample %q: %v", line, err)
+		}
+		return v, true
+	}
+	return 0, false
+}
