@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/semconv/v1.43.0/httpconv"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/amtprov/amtprov/libs/amt"
@@ -102,6 +103,8 @@ type metrics struct {
 	eventAttrs map[[2]string]metric.AddOption
 	batchSize  metric.Int64Histogram   // events per transaction
 	batchDur   metric.Float64Histogram // seconds per transaction
+	// httpDuration: read API requests by method, route and status (httpmetrics.go).
+	httpDuration httpconv.ServerRequestDuration
 }
 
 // New builds the inventory on an already migrated database (store.Migrate)
@@ -134,6 +137,9 @@ func New(cfg Config, pool *pgxpool.Pool, js jetstream.JetStream, tel telemetry.P
 	}
 	if s.m.batchDur, err = meter.Float64Histogram("inventory.batch.duration", metric.WithUnit("s"),
 		metric.WithDescription("Time to write one inventory batch, retries included.")); err != nil {
+		return nil, fmt.Errorf("inventory: metrics: %w", err)
+	}
+	if s.m.httpDuration, err = httpconv.NewServerRequestDuration(meter); err != nil {
 		return nil, fmt.Errorf("inventory: metrics: %w", err)
 	}
 	s.batches = batch.New(s.cfg.BatchSize, s.cfg.BatchWait, s.cfg.Writers, s.writeBatch, splitBatch)
