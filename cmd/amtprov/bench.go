@@ -46,8 +46,12 @@ type benchOptions struct {
 	deployDir    string
 	keep         bool
 	logLevel     string
-	progress     io.Writer // progress lines (stderr)
-	addReports   []string  // earlier --out files whose runs go first in this report and chart
+	progress     io.Writer     // progress lines (stderr)
+	addReports   []string      // earlier --out files whose runs go first in this report and chart
+	inventory    int           // inventory replicas (--cluster)
+	lease        time.Duration // the provisioner's job lease (--cluster; 0: its default)
+	chaos        bool          // kill -9 a NATS node, a provisioner and an inventory replica mid-run (bench_chaos.go)
+	chaosAt      float64       // ... once this fraction of the fleet is provisioned
 }
 
 // benchEventGrace is how long a run waits, once the simulator says every
@@ -92,6 +96,9 @@ type benchRun struct {
 	Load1      [2]float64         `json:"load1"` // load average before and after the run
 	Curve      []benchPoint       `json:"provisioned_over_time"`
 	Lag        []benchLagSample   `json:"consumer_lag"`
+	// Chaos is what --chaos killed, when the processes came back and
+	// whether the end state was verified correct (bench_chaos.go).
+	Chaos *benchChaosReport `json:"chaos,omitempty"`
 	// EventsBehind says the figures come from the simulator because the
 	// provisioning events had not reached the stream (see benchMeasure).
 	EventsBehind string `json:"events_behind,omitempty"`
@@ -130,6 +137,15 @@ With --cluster each run starts "amtprov up" (separate processes, K
 provisioner replicas) and measures every service process from /proc; the
 simulator runs in this process and is reported as "amtsim".
 
+--chaos (cluster only) sends SIGKILL to one NATS node, one provisioner
+replica and one inventory replica once --chaos-at of the fleet is
+provisioned, lets "amtprov up" restart them, and at the end verifies every
+device: provisioned by the simulator's state, entered post-provisioning
+once, one succeeded job, one successful commit step, one succeeded event,
+and inventory rows equal to the simulator's; the report's "chaos" object
+has the kills, restarts and verification, and any mismatch exits non-zero.
+It needs --provisioners 2 --inventory 2 or more.
+
 --sweep provisioners=1,2,4 (cluster only), workers=64,256 or
 latency=10ms,30ms runs once per value; --json prints the result object
 (an array of them for a sweep); --out writes the full report and --svg a
@@ -148,6 +164,10 @@ chart of devices provisioned over time, one line per run.`,
 	f.IntVar(&o.devices, "devices", 0, "simulated devices (required)")
 	f.BoolVar(&o.cluster, "cluster", false, "run against the separate-process cluster (amtprov up) instead of in-process")
 	f.IntVar(&o.provisioners, "provisioners", 1, "provisioner replicas (--cluster)")
+	f.IntVar(&o.inventory, "inventory", 1, "inventory replicas (--cluster)")
+	f.DurationVar(&o.lease, "lease", 0, "the provisioner's job lease, its ack wait half of it (--cluster; 0: the provisioner's defaults, 60s and 30s)")
+	f.BoolVar(&o.chaos, "chaos", false, "kill -9 a NATS node, a provisioner and an inventory replica mid-run, then verify every device (--cluster)")
+	f.Float64Var(&o.chaosAt, "chaos-at", 0.25, "fraction of the fleet provisioned (simulator) when --chaos kills, in (0, 1)")
 	f.IntVar(&o.workers, "workers", 0, "worker pool per provisioner replica (0: the provisioner's default)")
 	f.DurationVar(&o.latency, "latency", 30*time.Millisecond, "mean simulated firmware latency per WS-Man call (amtsim's default)")
 	f.DurationVar(&o.helloSpread, "hello-spread", 0, "window over which first hellos are spread (0: the simulator's default, 1 ms a device)")
@@ -179,6 +199,16 @@ func (o benchOptions) plan() ([]benchConfig, error) {
 		return nil, fmt.Errorf("%w: --workers, --latency and --hello-spread must not be negative", service.ErrUsage)
 	case o.timeout <= 0, o.sample <= 0:
 		return nil, fmt.Errorf("%w: --timeout and --sample must be positive", service.ErrUsage)
+	case o.inventory < 1:
+		return nil, fmt.Errorf("%w: --inventory must be >= 1", service.ErrUsage)
+	case o.lease < 0:
+		return nil, fmt.Errorf("%w: --lease must not be negative", service.ErrUsage)
+	case (o.inventory > 1 || o.lease > 0) && !o.cluster:
+		return nil, fmt.Errorf("%w: --inventory and --lease need --cluster", service.ErrUsage)
+	case o.chaos && !o.cluster:
+		return nil, fmt.Errorf("%w: --chaos kills processes of the separate-process cluster: it needs --cluster", service.ErrUsage)
+	case o.chaos && (o.chaosAt <= 0 || o.chaosAt >= 1 || math.IsNaN(o.chaosAt)):
+		return nil, fmt.Errorf("%w: --chaos-at %v: want a fraction of the fleet in (0, 1)", service.ErrUsage, o.chaosAt)
 	}
 	if _, err := netip.ParseAddr(o.simBase); err != nil {
 		return nil, fmt.Errorf("%w: --sim-base: %v", service.ErrUsage, err)
@@ -223,6 +253,10 @@ func (o benchOptions) plan() ([]benchConfig, error) {
 	for i := range runs {
 		if runs[i].Provisioners > 1 && !o.cluster {
 			return nil, fmt.Errorf("%w: more than one provisioner replica needs --cluster (in-process runs one)", service.ErrUsage)
+		}
+		if o.chaos && (runs[i].Provisioners < 2 || o.inventory < 2) {
+			return nil, fmt.Errorf("%w: --chaos kills one provisioner and one inventory replica while the others keep working: "+
+				"it needs --provisioners 2 --inventory 2 or more (got %d and %d)", service.ErrUsage, runs[i].Provisioners, o.inventory)
 		}
 		runs[i].LatencyMS = float64(runs[i].Latency) / float64(time.Millisecond)
 	}
@@ -439,12 +473,17 @@ func benchInProcess(ctx context.Context, g *globals, o benchOptions, c benchConf
 	} else {
 		log.Warn("bench: PostgreSQL not measured", "err", err)
 	}
-	return benchMeasure(ctx, o, sys.js, sys.fleet, procs, r, log)
+	return benchMeasure(ctx, o, sys.js, sys.fleet, procs, r, nil, log)
 }
 
 // benchMeasure watches one run from the events on the stream until every
 // device succeeded or failed (or --timeout), then fills r.
-func benchMeasure(ctx context.Context, o benchOptions, js jetstream.JetStream, fleet *amtsim.Fleet, procs []benchProc, r *benchRun, log *slog.Logger) error {
+//
+// With chaos (a --chaos cluster run) the kills run alongside, the run waits
+// for every device's succeeded event (a job failed by a kill is retried at
+// the device's next hello) rather than for every device to have ended, and
+// the end state is verified before the collector stops.
+func benchMeasure(ctx context.Context, o benchOptions, js jetstream.JetStream, fleet *amtsim.Fleet, procs []benchProc, r *benchRun, chaos *benchChaos, log *slog.Logger) error {
 	start := time.Now()
 	col := newBenchCollector(o.devices)
 	stop, err := col.start(ctx, js, log)
@@ -452,6 +491,11 @@ func benchMeasure(ctx context.Context, o benchOptions, js jetstream.JetStream, f
 		return err
 	}
 	defer stop()
+	ended := col.done
+	if chaos != nil {
+		ended = col.allOK
+		go chaos.run(ctx, start)
+	}
 	for _, p := range procs {
 		if err := resetPeakRSS("/proc", p.pid); err != nil {
 			log.Warn("bench: peak RSS is the process lifetime's", "err", err)
@@ -497,7 +541,7 @@ wait:
 			seenMu.Unlock()
 			fmt.Fprintf(o.progress, "bench: %3.0fs: succeeded %d, failed %d (events); %d post-provisioning (simulator) of %d\n",
 				time.Since(start).Seconds(), p, f, post, o.devices)
-		case <-col.done:
+		case <-ended:
 			break wait
 		case <-allPost:
 			// Every device is provisioned: give the events a bounded
@@ -564,6 +608,9 @@ wait:
 	if fleet != nil {
 		st := fleet.Stats()
 		r.SimPost, r.SimMaxConc = st.States["post"], st.SessionsMaxConcurrent
+	}
+	if chaos != nil && ctx.Err() == nil {
+		runErr = errors.Join(runErr, chaos.finish(ctx, col, r))
 	}
 	return runErr
 }

@@ -53,9 +53,16 @@ func benchCluster(ctx context.Context, o benchOptions, c benchConfig, r *benchRu
 	if o.deployDir != "" {
 		args = append(args, "--deploy-dir", o.deployDir)
 	}
+	if o.inventory != 1 {
+		args = append(args, "--inventory", strconv.Itoa(o.inventory))
+	}
+	// up passes its environment on to the services.
 	env := []string{"DATABASE_URL="}
 	if c.Workers > 0 {
 		env = append(env, "PROVISIONER_WORKERS="+strconv.Itoa(c.Workers))
+	}
+	if o.lease > 0 {
+		env = append(env, "PROVISIONER_LEASE="+o.lease.String(), "PROVISIONER_ACK_WAIT="+(o.lease/2).String())
 	}
 	up, err := startUpProc("amtprov-up", exe, args, env, dir)
 	if err != nil {
@@ -146,7 +153,15 @@ func benchCluster(ctx context.Context, o benchOptions, c benchConfig, r *benchRu
 			log.Warn("bench: stop the simulator", "err", err)
 		}
 	}()
-	return benchMeasure(ctx, o, js, fleet, procs, r, log)
+	var chaos *benchChaos
+	if o.chaos {
+		chaos, err = newBenchChaos(ctx, o, dir, state, nc, js, fleet.Devices(), log)
+		if err != nil {
+			return err
+		}
+		defer chaos.close()
+	}
+	return benchMeasure(ctx, o, js, fleet, procs, r, chaos, log)
 }
 
 // waitUpState waits for `amtprov up` to write its state file (it does so

@@ -33,6 +33,12 @@ type benchCollector struct {
 	bad       int                  // messages that did not parse
 	done      chan struct{}        // closed when every device succeeded or failed
 	closed    bool
+	// okIDs is, per device, every distinct provisioning.succeeded event
+	// id (ce-id) read and how many times each was delivered: a chaos run
+	// checks each device has exactly one (bench_chaos.go).
+	okIDs    map[string]map[string]int
+	allOK    chan struct{} // closed when every device has succeeded
+	allOKSet bool
 }
 
 func newBenchCollector(devices int) *benchCollector {
@@ -42,6 +48,8 @@ func newBenchCollector(devices int) *benchCollector {
 		succeeded: make(map[string]time.Time, devices),
 		failed:    map[string]time.Time{},
 		done:      make(chan struct{}),
+		okIDs:     make(map[string]map[string]int, devices),
+		allOK:     make(chan struct{}),
 	}
 }
 
@@ -107,6 +115,12 @@ func (c *benchCollector) add(subject string, h map[string][]string, data []byte)
 				c.succeeded[v.UUID] = v.At
 			}
 			delete(c.failed, v.UUID)
+			ids := c.okIDs[v.UUID]
+			if ids == nil {
+				ids = map[string]int{}
+				c.okIDs[v.UUID] = ids
+			}
+			ids[env.ID]++
 		case events.ProvisioningFailed:
 			if _, ok := c.succeeded[v.UUID]; !ok {
 				c.failed[v.UUID] = v.At
@@ -117,6 +131,24 @@ func (c *benchCollector) add(subject string, h map[string][]string, data []byte)
 		c.closed = true
 		close(c.done)
 	}
+	if !c.allOKSet && len(c.succeeded) >= c.devices {
+		c.allOKSet = true
+		close(c.allOK)
+	}
+}
+
+// succeededEvents returns, for uuid, the distinct provisioning.succeeded
+// event ids read and the deliveries beyond the first of each (the same
+// event published again, e.g. by an outbox relay that died before it
+// marked the row sent: consumers de-duplicate it by id).
+func (c *benchCollector) succeededEvents(uuid string) (distinct, redelivered int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.okIDs[uuid] {
+		distinct++
+		redelivered += n - 1
+	}
+	return distinct, redelivered
 }
 
 // counts returns devices provisioned and failed so far.

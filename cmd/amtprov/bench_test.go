@@ -185,7 +185,8 @@ func TestNiceTicks(t *testing.T) {
 }
 
 func TestBenchPlan(t *testing.T) {
-	base := benchOptions{devices: 10, provisioners: 1, latency: 30 * time.Millisecond, timeout: time.Minute, sample: time.Second, simBase: "127.20.0.1"}
+	base := benchOptions{devices: 10, provisioners: 1, inventory: 1, chaosAt: 0.25, latency: 30 * time.Millisecond, timeout: time.Minute, sample: time.Second, simBase: "127.20.0.1"}
+	chaos := func(o *benchOptions) { o.cluster, o.chaos, o.provisioners, o.inventory = true, true, 2, 2 }
 	tests := []struct {
 		name    string
 		edit    func(*benchOptions)
@@ -213,6 +214,19 @@ func TestBenchPlan(t *testing.T) {
 		{"zero workers in sweep", func(o *benchOptions) { o.sweep = "workers=0" }, nil, true},
 		{"negative latency", func(o *benchOptions) { o.latency = -time.Second }, nil, true},
 		{"bad sim base", func(o *benchOptions) { o.simBase = "nope" }, nil, true},
+		{"chaos", chaos, []benchConfig{{Provisioners: 2, Latency: 30 * time.Millisecond, LatencyMS: 30}}, false},
+		{"chaos sweep", func(o *benchOptions) { chaos(o); o.sweep = "provisioners=2,3" }, []benchConfig{
+			{Provisioners: 2, Latency: 30 * time.Millisecond, LatencyMS: 30},
+			{Provisioners: 3, Latency: 30 * time.Millisecond, LatencyMS: 30}}, false},
+		{"chaos needs the cluster", func(o *benchOptions) { chaos(o); o.cluster = false }, nil, true},
+		{"chaos needs 2 provisioners", func(o *benchOptions) { chaos(o); o.provisioners = 1 }, nil, true},
+		{"chaos sweep needs 2 provisioners in every run", func(o *benchOptions) { chaos(o); o.sweep = "provisioners=1,2" }, nil, true},
+		{"chaos needs 2 inventories", func(o *benchOptions) { chaos(o); o.inventory = 1 }, nil, true},
+		{"chaos at 0", func(o *benchOptions) { chaos(o); o.chaosAt = 0 }, nil, true},
+		{"chaos at 1", func(o *benchOptions) { chaos(o); o.chaosAt = 1 }, nil, true},
+		{"inventory replicas need the cluster", func(o *benchOptions) { o.inventory = 2 }, nil, true},
+		{"lease needs the cluster", func(o *benchOptions) { o.lease = time.Second }, nil, true},
+		{"negative lease", func(o *benchOptions) { o.cluster, o.lease = true, -time.Second }, nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -240,10 +254,16 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench"},
 		{"bench", "--devices", "5", "--provisioners", "3"},
 		{"bench", "--devices", "5", "--sweep", "nodes=1"},
+		{"bench", "--devices", "5", "--chaos"},
 	} {
 		if _, err := cli(t, args...); !errors.Is(err, service.ErrUsage) {
 			t.Errorf("%v: error %v, want a usage error", args, err)
 		}
+	}
+	// The chaos error says what it needs.
+	_, err := cli(t, "bench", "--devices", "5", "--cluster", "--chaos", "--provisioners", "2")
+	if !errors.Is(err, service.ErrUsage) || !strings.Contains(err.Error(), "--provisioners 2 --inventory 2 or more") {
+		t.Errorf("--chaos with one inventory replica: %v, want a usage error naming --provisioners 2 --inventory 2", err)
 	}
 }
 

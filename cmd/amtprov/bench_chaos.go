@@ -1,0 +1,797 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/amtprov/amtprov/libs/amt"
+	"github.com/amtprov/amtprov/libs/events"
+	"github.com/amtprov/amtprov/libs/store"
+	"github.com/amtprov/amtprov/tools/amtsim/firmware"
+)
+
+// `amtprov bench --cluster --chaos`: once a fraction of the fleet is
+// provisioned, SIGKILL one NATS node, one provisioner replica and one
+// inventory replica at the same moment, let `amtprov up` restart them (its
+// supervisor, up.go), and at the end check every device against the
+// simulator's ground truth and the stored facts. What is checked, per
+// device, and where it comes from:
+//
+//   - the simulator: post-provisioning, admin control mode, TLS on;
+//   - the simulator, watched through Device.Changed during the whole run:
+//     it entered post-provisioning exactly once and never left it (the
+//     simulator keeps no per-device CommitChanges counter; a device goes
+//     to post only at the commit of its first provisioning, and only an
+//     Unprovision or a Reset would let it enter again);
+//   - provisioning_jobs: exactly one succeeded job, none still open;
+//   - provisioning_steps: exactly one commit step with outcome ok over all
+//     of its jobs (the provisioner's record of CommitChanges succeeding);
+//   - the AMT stream: exactly one distinct provisioning.succeeded event id
+//     (a redelivery of the same id is counted, not an error);
+//   - the inventory's rows: provisioning state, control mode, TLS, AMT
+//     version, host name and IP equal to the simulator's, and the device's
+//     provisioning block "succeeded" (the comparison of
+//     services/provisioner's end-to-end tests).
+
+// Bounds of the chaos steps.
+const (
+	// chaosRestartTimeout bounds the wait for up to start a killed process
+	// again (its backoff starts at 1 s).
+	chaosRestartTimeout = 2 * time.Minute
+	// chaosReadyTimeout bounds the wait for a restarted process's /readyz
+	// (a NATS node's /healthz: its JetStream caught up with the cluster).
+	chaosReadyTimeout = 3 * time.Minute
+	// chaosSettle is how long the verification polls for the stored facts
+	// (inventory, outbox events) to agree with the simulator once every
+	// device is provisioned.
+	chaosSettle = 2 * time.Minute
+	// chaosPoll is the polling interval of the chaos steps.
+	chaosPoll = 200 * time.Millisecond
+	// chaosMaxProblems bounds the problems listed in the report.
+	chaosMaxProblems = 20
+)
+
+// benchChaosMethod says in the report where each check's facts come from.
+const benchChaosMethod = "simulator: state, control mode, TLS (Device.Info) and transitions into post-provisioning " +
+	"(watched on Device.Changed; amtsim keeps no per-device CommitChanges counter); " +
+	"commits: provisioning_steps step=commit outcome=ok per device over its jobs; " +
+	"jobs: provisioning_jobs state per device; events: distinct provisioning.succeeded ce-ids per device on the AMT stream; " +
+	"inventory: oob_capability, device_identification, device_location, device_provisioning rows"
+
+// benchChaosReport is the "chaos" object of a run in the --out report.
+type benchChaosReport struct {
+	AtFraction   float64           `json:"at_fraction"`
+	AtDevices    int               `json:"at_devices"`     // provisioned (simulator) when the kills were sent
+	TriggeredAtS float64           `json:"triggered_at_s"` // seconds after the run's start
+	Lease        string            `json:"provisioner_lease,omitempty"`
+	Kills        []benchKill       `json:"kills"`
+	Verification benchVerification `json:"verification"`
+}
+
+// benchKill is one SIGKILLed process and its way back.
+type benchKill struct {
+	Process      string  `json:"process"` // up's name: nats-2, provisioner-1, inventory-2
+	Service      string  `json:"service"`
+	Why          string  `json:"why"` // why this one of its replicas
+	PID          int     `json:"pid"`
+	KilledAtS    float64 `json:"killed_at_s"` // seconds after the run's start
+	NewPID       int     `json:"new_pid,omitempty"`
+	RestartedAtS float64 `json:"restarted_at_s,omitempty"` // up.json showed the new pid
+	ReadyAtS     float64 `json:"ready_at_s,omitempty"`     // its /readyz (NATS: /healthz) answered 200
+	Error        string  `json:"error,omitempty"`
+}
+
+// benchVerification is the end-of-run check of every device.
+type benchVerification struct {
+	Passed         bool    `json:"passed"`
+	Devices        int     `json:"devices"`
+	ProblemDevices int     `json:"problem_devices"`
+	SettledAfterS  float64 `json:"settled_after_s"` // from the start of the verification to its verdict
+	// Devices that pass each check.
+	SimProvisioned  int `json:"sim_provisioned"`       // post, ACM, TLS on
+	SimEnteredOnce  int `json:"sim_entered_post_once"` // one transition into post, none out
+	JobSucceededOne int `json:"jobs_succeeded_once"`   // exactly one succeeded job, none open
+	CommitOne       int `json:"commits_once"`          // exactly one ok commit step
+	EventOne        int `json:"succeeded_events_once"` // exactly one distinct succeeded event id
+	InventoryMatch  int `json:"inventory_matches"`     // inventory rows equal the simulator
+	// Recovery at work (not errors).
+	FailedJobs            int      `json:"failed_jobs"`                  // jobs that failed and were retried
+	CommitStepsRestarted  int      `json:"commit_steps_restarted"`       // commit steps started more than once in their job (taken over)
+	SucceededRedeliveries int      `json:"succeeded_event_redeliveries"` // same succeeded event id read again
+	Method                string   `json:"method"`
+	Problems              []string `json:"problems,omitempty"` // the first few, one line each
+}
+
+// watchedDevice is what the chaos run needs of a simulated device.
+type watchedDevice interface {
+	UUID() amt.UUID
+	State() amt.ProvisioningState
+	Changed() <-chan struct{}
+}
+
+// postWatcher counts, per device, the transitions into and out of
+// post-provisioning the simulator reports.
+type postWatcher struct {
+	mu      sync.Mutex
+	entered map[string]int
+	left    map[string]int
+	post    int // devices post-provisioning now
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+}
+
+// watchPost starts one goroutine per device; stop ends them. A state is
+// read after taking the change channel, so no change is slept through;
+// changes closer together than the goroutine is scheduled collapse into
+// one (a device needs many WS-Man round trips to leave post-provisioning
+// and come back, so a re-provisioning is seen).
+func watchPost(ctx context.Context, devs []watchedDevice) *postWatcher {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &postWatcher{entered: map[string]int{}, left: map[string]int{}, cancel: cancel}
+	for _, d := range devs {
+		id := d.UUID().String()
+		w.wg.Go(func() {
+			prev, first := amt.ProvisioningState(0), true
+			for {
+				ch := d.Changed()
+				st := d.State()
+				w.observe(id, prev, st, first)
+				prev, first = st, false
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	return w
+}
+
+func (w *postWatcher) observe(id string, prev, st amt.ProvisioningState, first bool) {
+	isPost := st == amt.PostProvisioning
+	wasPost := !first && prev == amt.PostProvisioning
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case isPost && !wasPost:
+		w.entered[id]++
+		w.post++
+	case !isPost && wasPost:
+		w.left[id]++
+		w.post--
+	}
+}
+
+// postCount is the devices post-provisioning now.
+func (w *postWatcher) postCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.post
+}
+
+// transitions returns a device's transitions into and out of post.
+func (w *postWatcher) transitions(id string) (entered, left int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.entered[id], w.left[id]
+}
+
+func (w *postWatcher) stop() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+// benchChaos is the chaos part of one cluster run.
+type benchChaos struct {
+	o     benchOptions
+	dir   string // the up run dir (up.json)
+	state upState
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	pool  *pgxpool.Pool
+	devs  []*firmware.Device
+	watch *postWatcher
+	log   *slog.Logger
+	http  *http.Client
+
+	mu   sync.Mutex
+	rep  benchChaosReport
+	done chan struct{} // closed when run returned
+}
+
+// newBenchChaos connects to the cluster's database and starts watching the
+// fleet; close releases both.
+func newBenchChaos(ctx context.Context, o benchOptions, dir string, state upState, nc *nats.Conn, js jetstream.JetStream, devs []*firmware.Device, log *slog.Logger) (*benchChaos, error) {
+	if strings.Contains(state.Postgres, "***") {
+		return nil, errors.New("--chaos: the cluster's database URL in up.json is redacted; the bench needs the cluster's private PostgreSQL")
+	}
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	pool, err := store.Open(octx, state.Postgres)
+	if err != nil {
+		return nil, fmt.Errorf("--chaos: the cluster's database: %w", err)
+	}
+	wd := make([]watchedDevice, len(devs))
+	for i, d := range devs {
+		wd[i] = d
+	}
+	c := &benchChaos{
+		o: o, dir: dir, state: state, nc: nc, js: js, pool: pool, devs: devs, log: log,
+		watch: watchPost(ctx, wd),
+		http:  &http.Client{Timeout: 2 * time.Second},
+		done:  make(chan struct{}),
+		rep:   benchChaosReport{AtFraction: o.chaosAt, Kills: []benchKill{}},
+	}
+	if o.lease > 0 {
+		c.rep.Lease = o.lease.String()
+	}
+	return c, nil
+}
+
+func (c *benchChaos) close() {
+	c.watch.stop()
+	c.pool.Close()
+}
+
+// since is seconds after start, rounded to the millisecond.
+func since(start time.Time) float64 { return round3(time.Since(start).Seconds()) }
+
+// run waits for the threshold, kills the three processes and waits for up
+// to bring each back; everything is recorded in c.rep.
+func (c *benchChaos) run(ctx context.Context, start time.Time) {
+	defer close(c.done)
+	threshold := max(1, int(math.Ceil(c.o.chaosAt*float64(c.o.devices))))
+	tick := time.NewTicker(chaosPoll)
+	defer tick.Stop()
+	for c.watch.postCount() < threshold {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	targets, err := c.pickTargets(ctx)
+	c.mu.Lock()
+	c.rep.AtDevices, c.rep.TriggeredAtS = c.watch.postCount(), since(start)
+	c.mu.Unlock()
+	if err != nil {
+		c.mu.Lock()
+		c.rep.Kills = append(c.rep.Kills, benchKill{Error: err.Error()})
+		c.mu.Unlock()
+		return
+	}
+	// All three at once: the harshest moment for the survivors.
+	for i := range targets {
+		k := &targets[i]
+		k.KilledAtS = since(start)
+		if err := syscall.Kill(-k.PID, syscall.SIGKILL); err != nil {
+			k.Error = fmt.Sprintf("kill -9 process group %d: %v", k.PID, err)
+		}
+	}
+	fmt.Fprintf(c.o.progress, "bench: chaos at %d provisioned: kill -9 %s\n", c.rep.AtDevices, killNames(targets))
+	var wg sync.WaitGroup
+	for i := range targets {
+		if targets[i].Error != "" {
+			continue
+		}
+		wg.Go(func() { c.awaitReturn(ctx, start, &targets[i]) })
+	}
+	wg.Wait()
+	for _, k := range targets {
+		if k.Error == "" {
+			fmt.Fprintf(c.o.progress, "bench: chaos: %s back as pid %d after %.1f s, ready after %.1f s\n",
+				k.Process, k.NewPID, k.RestartedAtS-k.KilledAtS, k.ReadyAtS-k.KilledAtS)
+		}
+	}
+	c.mu.Lock()
+	c.rep.Kills = targets
+	c.mu.Unlock()
+}
+
+func killNames(ks []benchKill) string {
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = fmt.Sprintf("%s (pid %d, %s)", k.Process, k.PID, k.Why)
+	}
+	return strings.Join(names, ", ")
+}
+
+// pickTargets chooses the NATS node (the AMT stream's leader unless the
+// bench's own connection is on it, else another node the bench is not
+// connected to), the provisioner replica holding the most running jobs and
+// the first inventory replica, with their current pids from up.json.
+func (c *benchChaos) pickTargets(ctx context.Context) ([]benchKill, error) {
+	st, err := readUpState(c.dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []benchKill
+	nk, err := c.pickNATS(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, nk)
+	pk, err := c.pickProvisioner(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, pk)
+	for _, p := range st.Processes {
+		if p.Service == "inventory" {
+			out = append(out, benchKill{Process: p.Name, Service: p.Service, PID: p.PID, Why: "first inventory replica"})
+			break
+		}
+	}
+	if len(out) != 3 {
+		return nil, errors.New("--chaos: the cluster runs no inventory replica")
+	}
+	return out, nil
+}
+
+func (c *benchChaos) pickNATS(ctx context.Context, st upState) (benchKill, error) {
+	var nodes []upInstance
+	for _, p := range st.Processes {
+		if p.Service == "nats" {
+			nodes = append(nodes, p)
+		}
+	}
+	if len(nodes) < 2 {
+		return benchKill{}, fmt.Errorf("--chaos: the cluster has %d NATS node(s); killing one needs at least 2 (up --nats-nodes 3)", len(nodes))
+	}
+	// Which node the bench reads from: the port of its connection.
+	mine := ""
+	if u, err := url.Parse(c.nc.ConnectedUrl()); err == nil {
+		for i, pub := range st.NATS {
+			if pu, err := url.Parse(pub); err == nil && pu.Port() == u.Port() && i < len(nodes) {
+				mine = nodes[i].Name
+			}
+		}
+	}
+	leader := ""
+	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if s, err := c.js.Stream(ictx, events.StreamName); err == nil {
+		if info, err := s.Info(ictx); err == nil && info.Cluster != nil {
+			leader = info.Cluster.Leader
+		}
+	}
+	for _, n := range nodes {
+		if n.Name == leader && n.Name != mine {
+			return benchKill{Process: n.Name, Service: n.Service, PID: n.PID, Why: "AMT stream leader; the bench reads from " + mine}, nil
+		}
+	}
+	for _, n := range nodes {
+		if n.Name != mine {
+			return benchKill{Process: n.Name, Service: n.Service, PID: n.PID,
+				Why: fmt.Sprintf("not the node the bench reads from (%s), which leads the AMT stream (%s)", mine, leader)}, nil
+		}
+	}
+	return benchKill{}, errors.New("--chaos: no NATS node but the bench's own")
+}
+
+// pickProvisioner returns the replica holding the most running jobs. A
+// job's lease_owner is "<instance>/<n>" and a replica's default instance
+// is "<host>-<pid>-<random>" (services/provisioner).
+func (c *benchChaos) pickProvisioner(ctx context.Context, st upState) (benchKill, error) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rows, err := c.pool.Query(qctx, `SELECT lease_owner FROM provisioning_jobs WHERE state = 'running'`)
+	if err != nil {
+		return benchKill{}, fmt.Errorf("--chaos: read running jobs: %w", err)
+	}
+	held := map[int]int{}
+	total := 0
+	for rows.Next() {
+		var owner string
+		if err := rows.Scan(&owner); err != nil {
+			rows.Close()
+			return benchKill{}, fmt.Errorf("--chaos: read running jobs: %w", err)
+		}
+		if pid, ok := ownerPID(owner); ok {
+			held[pid]++
+		}
+		total++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return benchKill{}, fmt.Errorf("--chaos: read running jobs: %w", err)
+	}
+	var best *upInstance
+	for i, p := range st.Processes {
+		if p.Service == "provisioner" && (best == nil || held[p.PID] > held[best.PID]) {
+			best = &st.Processes[i]
+		}
+	}
+	if best == nil {
+		return benchKill{}, errors.New("--chaos: the cluster runs no provisioner replica")
+	}
+	return benchKill{Process: best.Name, Service: best.Service, PID: best.PID,
+		Why: fmt.Sprintf("held %d of %d running jobs", held[best.PID], total)}, nil
+}
+
+// ownerPID reads the pid out of a lease owner "<host>-<pid>-<hex>/<n>".
+func ownerPID(owner string) (int, bool) {
+	inst, _, ok := strings.Cut(owner, "/")
+	if !ok {
+		return 0, false
+	}
+	parts := strings.Split(inst, "-")
+	if len(parts) < 3 {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(parts[len(parts)-2])
+	return pid, err == nil && pid > 0
+}
+
+// awaitReturn waits for up.json to show k's process with a new pid, then
+// for its readiness endpoint to answer 200.
+func (c *benchChaos) awaitReturn(ctx context.Context, start time.Time, k *benchKill) {
+	tick := time.NewTicker(chaosPoll)
+	defer tick.Stop()
+	deadline := time.Now().Add(chaosRestartTimeout)
+	var inst upInstance
+	var st upState
+	for {
+		var err error
+		st, err = readUpState(c.dir)
+		if err == nil {
+			if i := slices.IndexFunc(st.Processes, func(p upInstance) bool { return p.Name == k.Process }); i >= 0 && st.Processes[i].PID != k.PID {
+				inst = st.Processes[i]
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			k.Error = fmt.Sprintf("amtprov up did not restart %s within %s", k.Process, chaosRestartTimeout)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			k.Error = "interrupted waiting for the restart"
+			return
+		case <-tick.C:
+		}
+	}
+	k.NewPID, k.RestartedAtS = inst.PID, since(start)
+	ready := inst.Ops + "/readyz"
+	if inst.Service == "nats" {
+		i, err := strconv.Atoi(strings.TrimPrefix(inst.Name, "nats-"))
+		if err != nil || i < 1 || i > len(st.NATSMonitor) {
+			k.Error = fmt.Sprintf("no monitoring address for %s in %s", inst.Name, upStateFile)
+			return
+		}
+		ready = st.NATSMonitor[i-1] + "/healthz"
+	}
+	deadline = time.Now().Add(chaosReadyTimeout)
+	for {
+		if c.answers200(ctx, ready) {
+			k.ReadyAtS = since(start)
+			return
+		}
+		if time.Now().After(deadline) {
+			k.Error = fmt.Sprintf("%s restarted but %s did not answer 200 within %s", k.Process, ready, chaosReadyTimeout)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			k.Error = "interrupted waiting for readiness"
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *benchChaos) answers200(ctx context.Context, u string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// readUpState reads up.json of a running cluster (written atomically).
+func readUpState(dir string) (upState, error) {
+	var st upState
+	b, err := os.ReadFile(filepath.Join(dir, upStateFile))
+	if err != nil {
+		return st, fmt.Errorf("read %s: %w", upStateFile, err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("read %s: %w", upStateFile, err)
+	}
+	return st, nil
+}
+
+// finish waits for the kills' outcome, verifies every device and puts
+// both in r.Chaos; the error says what went wrong, if anything did.
+func (c *benchChaos) finish(ctx context.Context, col *benchCollector, r *benchRun) error {
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	v := c.verify(ctx, col)
+	c.mu.Lock()
+	c.rep.Verification = v
+	rep := c.rep
+	c.mu.Unlock()
+	r.Chaos = &rep
+	var errs []error
+	if len(rep.Kills) == 0 {
+		errs = append(errs, fmt.Errorf("chaos: nothing was killed: fewer than %.0f%% of the devices were provisioned", 100*c.o.chaosAt))
+	}
+	for _, k := range rep.Kills {
+		if k.Error != "" {
+			errs = append(errs, fmt.Errorf("chaos: %s: %s", k.Process, k.Error))
+		}
+	}
+	if !v.Passed {
+		first := ""
+		if len(v.Problems) > 0 {
+			first = "; first: " + v.Problems[0]
+		}
+		errs = append(errs, fmt.Errorf("chaos verification failed for %d of %d devices%s", v.ProblemDevices, v.Devices, first))
+	}
+	fmt.Fprintf(c.o.progress, "bench: chaos verification: passed=%v, %d of %d devices with problems (settled after %.1f s)\n",
+		v.Passed, v.ProblemDevices, v.Devices, v.SettledAfterS)
+	return errors.Join(errs...)
+}
+
+// verify polls until every device passes every check or chaosSettle
+// passes, and returns the last verdict.
+func (c *benchChaos) verify(ctx context.Context, col *benchCollector) benchVerification {
+	start := time.Now()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		facts, err := c.gather(ctx, col)
+		var v benchVerification
+		if err != nil {
+			v = benchVerification{Devices: len(c.devs), ProblemDevices: len(c.devs), Problems: []string{err.Error()}}
+		} else {
+			v = evaluateChaos(facts)
+		}
+		v.Method = benchChaosMethod
+		v.SettledAfterS = since(start)
+		if v.Passed || time.Since(start) > chaosSettle {
+			return v
+		}
+		select {
+		case <-ctx.Done():
+			v.Problems = append(v.Problems, "interrupted: "+ctx.Err().Error())
+			return v
+		case <-tick.C:
+		}
+	}
+}
+
+// chaosFacts is everything known about one device at the end of a run.
+type chaosFacts struct {
+	Sim                firmware.Info
+	Entered, Left      int // simulator transitions into / out of post
+	JobsSucceeded      int
+	JobsFailed         int
+	JobsOpen           int
+	CommitsOK          int
+	CommitStartedTwice bool
+	Events             int // distinct succeeded event ids
+	Redelivered        int
+	Inv                *inventoryRow // nil: no row
+}
+
+// inventoryRow is the inventory's view of a device.
+type inventoryRow struct {
+	State, Version, Mode string
+	TLS                  bool
+	Host, IP             string
+	Provisioning         string // device_provisioning.state
+}
+
+// gather reads every device's facts: the simulator, the watcher, the
+// collector and three queries over the whole table each.
+func (c *benchChaos) gather(ctx context.Context, col *benchCollector) ([]chaosFacts, error) {
+	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	type jobs struct{ ok, failed, open int }
+	jobsOf := map[string]*jobs{}
+	rows, err := c.pool.Query(qctx, `SELECT uuid::text, state, count(*) FROM provisioning_jobs GROUP BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("verify: read provisioning_jobs: %w", err)
+	}
+	for rows.Next() {
+		var u, state string
+		var n int
+		if err := rows.Scan(&u, &state, &n); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("verify: read provisioning_jobs: %w", err)
+		}
+		j := jobsOf[u]
+		if j == nil {
+			j = &jobs{}
+			jobsOf[u] = j
+		}
+		switch state {
+		case "succeeded":
+			j.ok += n
+		case "failed":
+			j.failed += n
+		default:
+			j.open += n
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("verify: read provisioning_jobs: %w", err)
+	}
+
+	type commits struct {
+		ok      int
+		restart bool
+	}
+	commitsOf := map[string]commits{}
+	rows, err = c.pool.Query(qctx, `SELECT j.uuid::text, count(*) FILTER (WHERE s.outcome = 'ok'), max(s.attempt_no)
+		FROM provisioning_steps s JOIN provisioning_jobs j ON j.id = s.job_id WHERE s.step = 'commit' GROUP BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("verify: read commit steps: %w", err)
+	}
+	for rows.Next() {
+		var u string
+		var ok, maxAttempt int
+		if err := rows.Scan(&u, &ok, &maxAttempt); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("verify: read commit steps: %w", err)
+		}
+		commitsOf[u] = commits{ok: ok, restart: maxAttempt > 1}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("verify: read commit steps: %w", err)
+	}
+
+	inv := map[string]*inventoryRow{}
+	rows, err = c.pool.Query(qctx, `SELECT c.uuid::text, coalesce(c.provisioning_state, ''), c.amt_version, c.control_mode, c.tls_enabled,
+		coalesce(i.hostname, ''), coalesce(host(l.ip), ''), coalesce(p.state, '')
+		FROM oob_capability c LEFT JOIN device_identification i USING (uuid) LEFT JOIN device_location l USING (uuid)
+		LEFT JOIN device_provisioning p USING (uuid)`)
+	if err != nil {
+		return nil, fmt.Errorf("verify: read the inventory: %w", err)
+	}
+	for rows.Next() {
+		var u string
+		var r inventoryRow
+		if err := rows.Scan(&u, &r.State, &r.Version, &r.Mode, &r.TLS, &r.Host, &r.IP, &r.Provisioning); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("verify: read the inventory: %w", err)
+		}
+		inv[u] = &r
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("verify: read the inventory: %w", err)
+	}
+
+	out := make([]chaosFacts, len(c.devs))
+	for i, d := range c.devs {
+		info := d.Info()
+		f := chaosFacts{Sim: info, Inv: inv[info.UUID]}
+		f.Entered, f.Left = c.watch.transitions(info.UUID)
+		if j := jobsOf[info.UUID]; j != nil {
+			f.JobsSucceeded, f.JobsFailed, f.JobsOpen = j.ok, j.failed, j.open
+		}
+		cm := commitsOf[info.UUID]
+		f.CommitsOK, f.CommitStartedTwice = cm.ok, cm.restart
+		f.Events, f.Redelivered = col.succeededEvents(info.UUID)
+		out[i] = f
+	}
+	return out, nil
+}
+
+// evaluateChaos checks every device and counts.
+func evaluateChaos(facts []chaosFacts) benchVerification {
+	v := benchVerification{Devices: len(facts)}
+	for _, f := range facts {
+		probs := checkChaosDevice(f)
+		s := f.Sim
+		if s.State == "post" && s.ControlMode == "acm" && s.TLSEnabled {
+			v.SimProvisioned++
+		}
+		if f.Entered == 1 && f.Left == 0 {
+			v.SimEnteredOnce++
+		}
+		if f.JobsSucceeded == 1 && f.JobsOpen == 0 {
+			v.JobSucceededOne++
+		}
+		if f.CommitsOK == 1 {
+			v.CommitOne++
+		}
+		if f.Events == 1 {
+			v.EventOne++
+		}
+		if inventoryMatches(f) == "" {
+			v.InventoryMatch++
+		}
+		v.FailedJobs += f.JobsFailed
+		if f.CommitStartedTwice {
+			v.CommitStepsRestarted++
+		}
+		v.SucceededRedeliveries += f.Redelivered
+		if len(probs) > 0 {
+			v.ProblemDevices++
+			for _, p := range probs {
+				if len(v.Problems) < chaosMaxProblems {
+					v.Problems = append(v.Problems, s.UUID+": "+p)
+				}
+			}
+		}
+	}
+	v.Passed = v.Devices > 0 && v.ProblemDevices == 0
+	return v
+}
+
+// checkChaosDevice lists what is wrong with one device (nil: nothing).
+func checkChaosDevice(f chaosFacts) []string {
+	var p []string
+	s := f.Sim
+	if s.State != "post" || s.ControlMode != "acm" || !s.TLSEnabled {
+		p = append(p, fmt.Sprintf("simulator: %s/%s tls=%v, want post/acm tls=true", s.State, s.ControlMode, s.TLSEnabled))
+	}
+	if f.Entered != 1 || f.Left != 0 {
+		p = append(p, fmt.Sprintf("simulator: entered post-provisioning %d times and left it %d times, want once and never", f.Entered, f.Left))
+	}
+	if f.JobsSucceeded != 1 {
+		p = append(p, fmt.Sprintf("%d succeeded jobs, want 1", f.JobsSucceeded))
+	}
+	if f.JobsOpen != 0 {
+		p = append(p, fmt.Sprintf("%d jobs still queued or running", f.JobsOpen))
+	}
+	if f.CommitsOK != 1 {
+		p = append(p, fmt.Sprintf("%d successful commit steps, want 1", f.CommitsOK))
+	}
+	if f.Events != 1 {
+		p = append(p, fmt.Sprintf("%d distinct provisioning.succeeded events on the stream, want 1", f.Events))
+	}
+	if m := inventoryMatches(f); m != "" {
+		p = append(p, m)
+	}
+	return p
+}
+
+// inventoryMatches compares the inventory's rows with the simulator ("":
+// they agree).
+func inventoryMatches(f chaosFacts) string {
+	s, r := f.Sim, f.Inv
+	if r == nil {
+		return "no inventory row"
+	}
+	if r.State != s.State || r.Mode != s.ControlMode || r.TLS != s.TLSEnabled || r.Host != s.Hostname || r.IP != s.IP ||
+		r.Version == "" || !strings.HasPrefix(s.AMTVersion, r.Version) || r.Provisioning != "succeeded" {
+		return fmt.Sprintf("inventory %s/%s tls=%v version %q host %q ip %s provisioning %q; simulator %s/%s tls=%v version %q host %q ip %s",
+			r.State, r.Mode, r.TLS, r.Version, r.Host, r.IP, r.Provisioning, s.State, s.ControlMode, s.TLSEnabled, s.AMTVersion, s.Hostname, s.IP)
+	}
+	return ""
+}
