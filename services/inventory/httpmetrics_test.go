@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,6 +103,22 @@ func TestReadAPIMetrics(t *testing.T) {
 	// The ops endpoints are not part of the API's numbers.
 	if strings.Contains(text, `http_route="/metrics"`) {
 		t.Error("/metrics counted as an API route")
+	}
+
+	// Every inventory series the dashboard and the alert rules read is one
+	// this run exposed (make test-e2e checks all services' names against a
+	// live cluster; this catches a misspelt one in make test).
+	inventorySeries := regexp.MustCompile(`\b(?:inventory|http_server_request_duration)_[a-z_]+`)
+	for _, f := range []string{"../../deploy/grafana/amtprov.json", "../../deploy/prometheus/alerts.yaml"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range inventorySeries.FindAllString(string(b), -1) {
+			if !strings.Contains(text, "\n"+name+"{") && !strings.Contains(text, "\n"+name+" ") {
+				t.Errorf("%s reads %s, which the inventory does not expose", f, name)
+			}
+		}
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -128,6 +130,29 @@ func TestMetricsOfARealRun(t *testing.T) {
 	}
 	if v, _ := sample(t, m, "amtprov_provisioner_jobs_total", map[string]string{"outcome": "succeeded"}); v != n {
 		t.Errorf("jobs succeeded = %v, want %d", v, n)
+	}
+
+	// Every provisioner series the dashboard and the alert rules read is
+	// one this run exposed (make test-e2e checks all services' names
+	// against a live cluster; this catches a misspelt one in make test).
+	rec := httptest.NewRecorder()
+	m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	exposed := rec.Body.String()
+	provisionerSeries := regexp.MustCompile(`\bamtprov_provisioner_[a-z_]+`)
+	for _, f := range []string{"../../deploy/grafana/amtprov.json", "../../deploy/prometheus/alerts.yaml"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := provisionerSeries.FindAllString(string(b), -1)
+		if len(names) == 0 {
+			t.Errorf("%s reads no provisioner metric", f)
+		}
+		for _, name := range names {
+			if !strings.Contains(exposed, "\n"+name+"{") && !strings.Contains(exposed, "\n"+name+" ") {
+				t.Errorf("%s reads %s, which the provisioner does not expose", f, name)
+			}
+		}
 	}
 }
 
