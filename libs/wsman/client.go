@@ -41,6 +41,12 @@ const (
 	// read meanwhile.
 	closeWait     = time.Second
 	maxCloseDrain = 64 << 10
+	// closeGrace is how long after a connection is closed on both sides
+	// the next one may open: the device may still be releasing the old
+	// session when its FIN has reached us (amtsim counts it until its
+	// server has also run its close bookkeeping, which waits for a lock the
+	// whole fleet shares; firmware frees the session slot after the socket).
+	closeGrace = 50 * time.Millisecond
 )
 
 // Config describes one device endpoint.
@@ -78,8 +84,9 @@ type Config struct {
 // challenge (§8.3 "Connection: close"), so the authenticated retry must not
 // reach the device while the challenged connection still counts there.
 // Closing a connection therefore ends our side (TLS close_notify, TCP FIN)
-// and waits, at most a second, for the device's FIN. Calls from several
-// goroutines queue for the one connection.
+// and waits, at most a second, for the device's FIN; the next connection
+// opens closeGrace (50 ms) after that. Calls from several goroutines queue
+// for the one connection.
 //
 // With digest credentials, calls on one Client also run one at a time from
 // the first request to the last response of each call: a digest nonce
@@ -96,6 +103,8 @@ type Client struct {
 	auth     *digestAuth
 	serial   chan struct{} // one slot: serialises digest-authenticated calls
 	session  chan struct{} // one slot: held from dial until the device closed the connection
+	closedMu sync.Mutex
+	closedAt time.Time // when the last connection was closed on both sides
 	tracer   trace.Tracer
 	msgID    atomic.Uint64
 	maxBytes int64
@@ -174,10 +183,26 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) Address() string { return c.cfg.Address }
 
 // Close closes the idle connection and returns once the device has closed
-// its side too (at most about a second), so that a connection another
-// Client opens next is the device's only session. In-flight calls finish;
-// the client stays usable (a later call dials again).
-func (c *Client) Close() { c.tr.CloseIdleConnections() }
+// its side too (at most about a second) and closeGrace has passed, so that
+// a connection another Client opens next is the device's only session.
+// In-flight calls finish; the client stays usable (a later call dials
+// again).
+func (c *Client) Close() {
+	c.tr.CloseIdleConnections()
+	if d := c.graceLeft(); d > 0 {
+		time.Sleep(d) // at most closeGrace: pacing toward the device, not waiting for a condition
+	}
+}
+
+// graceLeft is how long until closeGrace has passed since the last close.
+func (c *Client) graceLeft() time.Duration {
+	c.closedMu.Lock()
+	defer c.closedMu.Unlock()
+	if c.closedAt.IsZero() {
+		return 0
+	}
+	return time.Until(c.closedAt.Add(closeGrace))
+}
 
 // dial opens the client's one connection (plain HTTP; dialTLS adds the
 // handshake), waiting until the previous one is closed on both sides.
@@ -186,7 +211,7 @@ func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	return &sessionConn{Conn: raw, raw: raw, release: c.releaseSession}, nil
+	return &sessionConn{Conn: raw, raw: raw, release: c.sessionEnded}, nil
 }
 
 // dialRaw takes the session slot and connects; on error the slot is free.
@@ -195,6 +220,16 @@ func (c *Client) dialRaw(ctx context.Context, network, addr string) (net.Conn, e
 	case c.session <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("dial %s: waiting for the previous connection to close: %w: %w", addr, ErrUnreachable, ctx.Err())
+	}
+	if wait := c.graceLeft(); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			c.releaseSession()
+			return nil, fmt.Errorf("dial %s: %w: %w", addr, ErrUnreachable, ctx.Err())
+		}
 	}
 	d := net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	conn, err := d.DialContext(ctx, network, addr)
@@ -206,6 +241,15 @@ func (c *Client) dialRaw(ctx context.Context, network, addr string) (net.Conn, e
 }
 
 func (c *Client) releaseSession() { <-c.session }
+
+// sessionEnded gives the slot back after a connection the device accepted
+// was closed on both sides; the next dial waits closeGrace from now.
+func (c *Client) sessionEnded() {
+	c.closedMu.Lock()
+	c.closedAt = time.Now()
+	c.closedMu.Unlock()
+	c.releaseSession()
+}
 
 // sessionConn is the client's connection to the device. Close ends it the
 // way that lets the device free the session before we open the next one:
@@ -293,7 +337,7 @@ func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 		// after ours): wait for it like any close, so a retry is not a
 		// second session.
 		closeGracefully(raw, nil)
-		c.releaseSession()
+		c.sessionEnded()
 		var (
 			ne net.Error
 			oe *net.OpError
@@ -313,7 +357,7 @@ func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 		}
 		return nil, &TLSError{Address: addr, Err: err}
 	}
-	return &sessionConn{Conn: tc, raw: raw, tls: tc, release: c.releaseSession}, nil
+	return &sessionConn{Conn: tc, raw: raw, tls: tc, release: c.sessionEnded}, nil
 }
 
 // Do sends one request and returns the parsed response. A SOAP fault is

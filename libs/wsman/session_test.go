@@ -17,13 +17,16 @@ import (
 )
 
 // sessionCounter counts a device's open connections the way firmware (and
-// amtsim) does: from accept until the device closes the socket. The device
-// is slow to close (closeDelay), as busy firmware is: a client that opens
-// its next connection as soon as it has read an answer with "Connection:
-// close", instead of waiting for the device to hang up, is seen with two.
+// amtsim) does: from accept until the device has closed the socket and done
+// its bookkeeping. The device is slow to close (closeDelay), as busy
+// firmware is, and counts the session a moment longer (bookDelay): a client
+// that opens its next connection as soon as it has read an answer with
+// "Connection: close", or as soon as the device's FIN arrives, is seen with
+// two.
 type sessionCounter struct {
 	net.Listener
 	closeDelay time.Duration
+	bookDelay  time.Duration
 	open, max  atomic.Int64
 	accepted   atomic.Int64
 }
@@ -51,11 +54,14 @@ type countedConn struct {
 }
 
 func (c *countedConn) Close() error {
+	err := net.ErrClosed
 	c.once.Do(func() {
 		time.Sleep(c.l.closeDelay) // the firmware finishing the session
-		c.l.open.Add(-1)           // it no longer counts once it hangs up
+		err = c.Conn.Close()
+		time.Sleep(c.l.bookDelay) // and freeing its slot
+		c.l.open.Add(-1)
 	})
-	return c.Conn.Close()
+	return err
 }
 
 // closingChallenges makes d answer every challenge with "Connection:
@@ -83,7 +89,7 @@ func sessionDevice(t *testing.T, tlsOn bool) (*sessionCounter, string, *tls.Cert
 	if err != nil {
 		t.Fatal(err)
 	}
-	counter := &sessionCounter{Listener: ln, closeDelay: 30 * time.Millisecond}
+	counter := &sessionCounter{Listener: ln, closeDelay: 30 * time.Millisecond, bookDelay: 10 * time.Millisecond}
 	dd := &digestDevice{realm: testRealm, user: "admin", pass: testPassword, maxUses: 1 << 20,
 		next: &replay{tb: t, routes: fixtureRoutes}}
 	srv := httptest.NewUnstartedServer(closingChallenges{dd})
@@ -136,7 +142,9 @@ func TestOneSessionAtATime(t *testing.T) {
 				if tc.tlsOn && i == 2 {
 					// A refused handshake (wrong pin), then the right one.
 					wrong := make([]byte, 32)
-					_, err := newC(wrong).SetupAndConfiguration(ctx)
+					wc := newC(wrong)
+					_, err := wc.SetupAndConfiguration(ctx)
+					wc.Close() // as the workflow does before it opens another client
 					var te *wsman.TLSError
 					if !errors.As(err, &te) || !errors.Is(err, wsman.ErrPinMismatch) {
 						t.Fatalf("wrong pin: %v, want *TLSError with ErrPinMismatch", err)
