@@ -26,6 +26,7 @@ import (
 	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/events"
 	"github.com/amtprov/amtprov/libs/store"
+	"github.com/amtprov/amtprov/libs/store/pglocal"
 	"github.com/amtprov/amtprov/tools/amtsim/firmware"
 )
 
@@ -114,9 +115,10 @@ type benchVerification struct {
 	EventOne        int `json:"succeeded_events_once"` // exactly one distinct succeeded event id
 	InventoryMatch  int `json:"inventory_matches"`     // inventory rows equal the simulator
 	// Recovery at work (not errors).
-	FailedJobs            int      `json:"failed_jobs"`                  // jobs that failed and were retried
-	CommitStepsRestarted  int      `json:"commit_steps_restarted"`       // commit steps started more than once in their job (taken over)
-	SucceededRedeliveries int      `json:"succeeded_event_redeliveries"` // same succeeded event id read again
+	FailedJobs            int      `json:"failed_jobs"`                   // jobs that failed and were retried
+	CommitStepsRestarted  int      `json:"commit_steps_restarted"`        // commit steps started more than once in their job (taken over)
+	StepsRestarted        int      `json:"devices_with_a_step_restarted"` // devices whose job had some step started twice (taken over)
+	SucceededRedeliveries int      `json:"succeeded_event_redeliveries"`  // same succeeded event id read again
 	Method                string   `json:"method"`
 	Problems              []string `json:"problems,omitempty"` // the first few, one line each
 }
@@ -222,12 +224,16 @@ type benchChaos struct {
 // newBenchChaos connects to the cluster's database and starts watching the
 // fleet; close releases both.
 func newBenchChaos(ctx context.Context, o benchOptions, dir string, state upState, nc *nats.Conn, js jetstream.JetStream, devs []*firmware.Device, log *slog.Logger) (*benchChaos, error) {
-	if strings.Contains(state.Postgres, "***") {
-		return nil, errors.New("--chaos: the cluster's database URL in up.json is redacted; the bench needs the cluster's private PostgreSQL")
-	}
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	pool, err := store.Open(octx, state.Postgres)
+	// up.json redacts the user of the database URL; the cluster's private
+	// PostgreSQL under the run dir is already running, and pglocal.Start
+	// returns its URL without starting another (the cluster stops it).
+	dbURL, _, err := pglocal.Start(octx, filepath.Join(dir, "pg"), log)
+	if err != nil {
+		return nil, fmt.Errorf("--chaos: the cluster's database: %w", err)
+	}
+	pool, err := store.Open(octx, dbURL)
 	if err != nil {
 		return nil, fmt.Errorf("--chaos: the cluster's database: %w", err)
 	}
@@ -599,7 +605,8 @@ type chaosFacts struct {
 	JobsOpen           int
 	CommitsOK          int
 	CommitStartedTwice bool
-	Events             int // distinct succeeded event ids
+	StepStartedTwice   bool // some step of its jobs
+	Events             int  // distinct succeeded event ids
 	Redelivered        int
 	Inv                *inventoryRow // nil: no row
 }
@@ -649,28 +656,29 @@ func (c *benchChaos) gather(ctx context.Context, col *benchCollector) ([]chaosFa
 		return nil, fmt.Errorf("verify: read provisioning_jobs: %w", err)
 	}
 
-	type commits struct {
-		ok      int
-		restart bool
+	type steps struct {
+		commitsOK                 int
+		commitRestart, anyRestart bool
 	}
-	commitsOf := map[string]commits{}
-	rows, err = c.pool.Query(qctx, `SELECT j.uuid::text, count(*) FILTER (WHERE s.outcome = 'ok'), max(s.attempt_no)
-		FROM provisioning_steps s JOIN provisioning_jobs j ON j.id = s.job_id WHERE s.step = 'commit' GROUP BY 1`)
+	stepsOf := map[string]steps{}
+	rows, err = c.pool.Query(qctx, `SELECT j.uuid::text, count(*) FILTER (WHERE s.step = 'commit' AND s.outcome = 'ok'),
+		coalesce(max(s.attempt_no) FILTER (WHERE s.step = 'commit'), 0), max(s.attempt_no)
+		FROM provisioning_steps s JOIN provisioning_jobs j ON j.id = s.job_id GROUP BY 1`)
 	if err != nil {
-		return nil, fmt.Errorf("verify: read commit steps: %w", err)
+		return nil, fmt.Errorf("verify: read provisioning_steps: %w", err)
 	}
 	for rows.Next() {
 		var u string
-		var ok, maxAttempt int
-		if err := rows.Scan(&u, &ok, &maxAttempt); err != nil {
+		var ok, commitAttempts, anyAttempts int
+		if err := rows.Scan(&u, &ok, &commitAttempts, &anyAttempts); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("verify: read commit steps: %w", err)
+			return nil, fmt.Errorf("verify: read provisioning_steps: %w", err)
 		}
-		commitsOf[u] = commits{ok: ok, restart: maxAttempt > 1}
+		stepsOf[u] = steps{commitsOK: ok, commitRestart: commitAttempts > 1, anyRestart: anyAttempts > 1}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("verify: read commit steps: %w", err)
+		return nil, fmt.Errorf("verify: read provisioning_steps: %w", err)
 	}
 
 	inv := map[string]*inventoryRow{}
@@ -703,8 +711,8 @@ func (c *benchChaos) gather(ctx context.Context, col *benchCollector) ([]chaosFa
 		if j := jobsOf[info.UUID]; j != nil {
 			f.JobsSucceeded, f.JobsFailed, f.JobsOpen = j.ok, j.failed, j.open
 		}
-		cm := commitsOf[info.UUID]
-		f.CommitsOK, f.CommitStartedTwice = cm.ok, cm.restart
+		st := stepsOf[info.UUID]
+		f.CommitsOK, f.CommitStartedTwice, f.StepStartedTwice = st.commitsOK, st.commitRestart, st.anyRestart
 		f.Events, f.Redelivered = col.succeededEvents(info.UUID)
 		out[i] = f
 	}
@@ -738,6 +746,9 @@ func evaluateChaos(facts []chaosFacts) benchVerification {
 		v.FailedJobs += f.JobsFailed
 		if f.CommitStartedTwice {
 			v.CommitStepsRestarted++
+		}
+		if f.StepStartedTwice {
+			v.StepsRestarted++
 		}
 		v.SucceededRedeliveries += f.Redelivered
 		if len(probs) > 0 {

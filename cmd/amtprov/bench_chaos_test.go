@@ -74,7 +74,7 @@ func TestCheckChaosDevice(t *testing.T) {
 func TestEvaluateChaos(t *testing.T) {
 	good := goodFacts()
 	retried := goodFacts()
-	retried.JobsFailed, retried.CommitStartedTwice, retried.Redelivered = 2, true, 1
+	retried.JobsFailed, retried.CommitStartedTwice, retried.StepStartedTwice, retried.Redelivered = 2, true, true, 1
 	twice := goodFacts()
 	twice.Sim.UUID, twice.JobsSucceeded, twice.CommitsOK, twice.Events = "22222222-2222-2222-2222-222222222222", 2, 2, 2
 	stale := goodFacts()
@@ -84,8 +84,8 @@ func TestEvaluateChaos(t *testing.T) {
 	if !v.Passed || v.Devices != 2 || v.ProblemDevices != 0 || len(v.Problems) != 0 {
 		t.Errorf("two good devices: %+v, want passed", v)
 	}
-	if v.FailedJobs != 2 || v.CommitStepsRestarted != 1 || v.SucceededRedeliveries != 1 {
-		t.Errorf("recovery counts %d %d %d, want 2 1 1", v.FailedJobs, v.CommitStepsRestarted, v.SucceededRedeliveries)
+	if v.FailedJobs != 2 || v.CommitStepsRestarted != 1 || v.StepsRestarted != 1 || v.SucceededRedeliveries != 1 {
+		t.Errorf("recovery counts %d %d %d %d, want 2 1 1 1", v.FailedJobs, v.CommitStepsRestarted, v.StepsRestarted, v.SucceededRedeliveries)
 	}
 
 	v = evaluateChaos([]chaosFacts{good, twice, stale})
