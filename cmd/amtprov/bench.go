@@ -574,7 +574,16 @@ wait:
 	}
 	stopWatch()
 	r.ElapsedS = round3(time.Since(start).Seconds())
+	if chaos != nil {
+		// The killed processes' CPU up to the kill and their successors'
+		// count too; the kills' outcome is known before they are read.
+		chaos.measurementEnded(ctx)
+		procs = chaos.withoutKilled(procs)
+	}
 	after := usageOf("/proc", procs, log)
+	if chaos != nil {
+		chaos.addReplacedUsage(after, log)
+	}
 	stopLag()
 	r.Lag = <-lagDone
 

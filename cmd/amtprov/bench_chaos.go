@@ -99,6 +99,9 @@ type benchKill struct {
 	RestartedAtS float64 `json:"restarted_at_s,omitempty"` // up.json showed the new pid
 	ReadyAtS     float64 `json:"ready_at_s,omitempty"`     // its /readyz (NATS: /healthz) answered 200
 	Error        string  `json:"error,omitempty"`
+	// What the killed process had used right before the kill (ok: read).
+	usage   procUsage
+	usageOK bool
 }
 
 // benchVerification is the end-of-run check of every device.
@@ -117,7 +120,7 @@ type benchVerification struct {
 	// Recovery at work (not errors).
 	FailedJobs            int      `json:"failed_jobs"`                   // jobs that failed and were retried
 	CommitStepsRestarted  int      `json:"commit_steps_restarted"`        // commit steps started more than once in their job (taken over)
-	StepsRestarted        int      `json:"devices_with_a_step_restarted"` // devices whose job had some step started twice (taken over)
+	StepsRestarted        int      `json:"devices_with_a_step_restarted"` // devices whose jobs had some step started twice (taken over, or retried after an error)
 	SucceededRedeliveries int      `json:"succeeded_event_redeliveries"`  // same succeeded event id read again
 	Method                string   `json:"method"`
 	Problems              []string `json:"problems,omitempty"` // the first few, one line each
@@ -216,9 +219,11 @@ type benchChaos struct {
 	log   *slog.Logger
 	http  *http.Client
 
-	mu   sync.Mutex
-	rep  benchChaosReport
-	done chan struct{} // closed when run returned
+	mu      sync.Mutex
+	rep     benchChaosReport
+	done    chan struct{} // closed when run returned
+	ended   chan struct{} // closed when the measurement ended: no kill after it
+	endOnce sync.Once
 }
 
 // newBenchChaos connects to the cluster's database and starts watching the
@@ -246,6 +251,7 @@ func newBenchChaos(ctx context.Context, o benchOptions, dir string, state upStat
 		watch: watchPost(ctx, wd),
 		http:  &http.Client{Timeout: 2 * time.Second},
 		done:  make(chan struct{}),
+		ended: make(chan struct{}),
 		rep:   benchChaosReport{AtFraction: o.chaosAt, Kills: []benchKill{}},
 	}
 	if o.lease > 0 {
@@ -273,6 +279,8 @@ func (c *benchChaos) run(ctx context.Context, start time.Time) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.ended:
+			return // the run ended (--timeout) before the threshold: nothing killed
 		case <-tick.C:
 		}
 	}
@@ -289,6 +297,9 @@ func (c *benchChaos) run(ctx context.Context, start time.Time) {
 	// All three at once: the harshest moment for the survivors.
 	for i := range targets {
 		k := &targets[i]
+		if u, _, err := readProcUsage("/proc", k.PID, false); err == nil {
+			k.usage, k.usageOK = u, true
+		}
 		k.KilledAtS = since(start)
 		if err := syscall.Kill(-k.PID, syscall.SIGKILL); err != nil {
 			k.Error = fmt.Sprintf("kill -9 process group %d: %v", k.PID, err)
@@ -531,6 +542,58 @@ func readUpState(dir string) (upState, error) {
 		return st, fmt.Errorf("read %s: %w", upStateFile, err)
 	}
 	return st, nil
+}
+
+// measurementEnded tells run that no kill may start any more and waits
+// for the kills under way to end (their own timeouts bound it).
+func (c *benchChaos) measurementEnded(ctx context.Context) {
+	c.endOnce.Do(func() { close(c.ended) })
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+	}
+}
+
+// withoutKilled returns procs without the killed processes (their pids
+// are gone, or another process's by now).
+func (c *benchChaos) withoutKilled(procs []benchProc) []benchProc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(procs), func(p benchProc) bool {
+		return slices.ContainsFunc(c.rep.Kills, func(k benchKill) bool { return k.PID == p.pid && k.Service == p.service })
+	})
+}
+
+// addReplacedUsage adds to after (the services' usage at the end of the
+// measurement, read from the processes that were started with it) what a
+// killed process had used up to its kill and everything its successor
+// used: the successor started during the run. Peak RSS is the larger of
+// the three. The replacement is the same replica, so the process count
+// stays.
+func (c *benchChaos) addReplacedUsage(after map[string]svcUsage, log *slog.Logger) {
+	c.mu.Lock()
+	kills := slices.Clone(c.rep.Kills)
+	c.mu.Unlock()
+	for _, k := range kills {
+		if k.Service == "" {
+			continue
+		}
+		s := after[k.Service]
+		if k.usageOK {
+			s.CPUSeconds += k.usage.CPUSeconds
+			s.PeakRSSMB = max(s.PeakRSSMB, k.usage.PeakRSSMB)
+			s.procs++
+		}
+		if k.NewPID > 0 {
+			if u, _, err := readProcUsage("/proc", k.NewPID, false); err == nil {
+				s.CPUSeconds += u.CPUSeconds
+				s.PeakRSSMB = max(s.PeakRSSMB, u.PeakRSSMB)
+			} else {
+				log.Warn("bench: restarted process not measured", "process", k.Process, "err", err)
+			}
+		}
+		after[k.Service] = s
+	}
 }
 
 // finish waits for the kills' outcome, verifies every device and puts

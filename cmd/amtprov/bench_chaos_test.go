@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -241,5 +243,27 @@ func TestBenchCollectorSucceededEvents(t *testing.T) {
 	}
 	if got := slices.Sorted(maps.Keys(col.okIDs)); !slices.Equal(got, []string{a, b}) {
 		t.Errorf("devices with succeeded events %v", got)
+	}
+}
+
+// TestChaosReplacedUsage: a killed process drops out of the end-of-run
+// reading, its usage up to the kill and its successor's (this process
+// here) are added, and the replica count stays.
+func TestChaosReplacedUsage(t *testing.T) {
+	c := &benchChaos{}
+	c.rep.Kills = []benchKill{{Process: "provisioner-1", Service: "provisioner", PID: 111, NewPID: os.Getpid(),
+		usage: procUsage{CPUSeconds: 2, PeakRSSMB: 1e6}, usageOK: true}}
+	procs := []benchProc{{service: "provisioner", pid: 111}, {service: "provisioner", pid: 222}, {service: "nats", pid: 111}}
+	if got, want := c.withoutKilled(procs), []benchProc{{service: "provisioner", pid: 222}, {service: "nats", pid: 111}}; !slices.Equal(got, want) {
+		t.Errorf("withoutKilled = %v, want %v", got, want)
+	}
+	if len(procs) != 3 {
+		t.Errorf("withoutKilled changed its argument: %v", procs)
+	}
+	after := map[string]svcUsage{"provisioner": {CPUSeconds: 1, PeakRSSMB: 10, procs: 1}}
+	c.addReplacedUsage(after, slog.New(slog.DiscardHandler))
+	s := after["provisioner"]
+	if s.procs != 2 || s.CPUSeconds <= 3 || s.PeakRSSMB != 1e6 {
+		t.Errorf("provisioner usage %+v: want 2 processes, more than 1+2 CPU seconds (the successor's own), peak 1e6 MB", s)
 	}
 }
