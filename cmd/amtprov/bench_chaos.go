@@ -80,12 +80,26 @@ const benchChaosMethod = "simulator: state, control mode, TLS (Device.Info) and 
 
 // benchChaosReport is the "chaos" object of a run in the --out report.
 type benchChaosReport struct {
-	AtFraction   float64           `json:"at_fraction"`
-	AtDevices    int               `json:"at_devices"`     // provisioned (simulator) when the kills were sent
-	TriggeredAtS float64           `json:"triggered_at_s"` // seconds after the run's start
-	Lease        string            `json:"provisioner_lease,omitempty"`
-	Kills        []benchKill       `json:"kills"`
+	AtFraction   float64     `json:"at_fraction"`
+	AtDevices    int         `json:"at_devices"`     // provisioned (simulator) when the kills were sent
+	TriggeredAtS float64     `json:"triggered_at_s"` // seconds after the run's start
+	Lease        string      `json:"provisioner_lease,omitempty"`
+	Kills        []benchKill `json:"kills"`
+	// Exits is every "process exited unexpectedly" of up's log during
+	// the run: the kills, and any later exit (a restarted process that
+	// failed again, a survivor that crashed), each followed by a restart.
+	Exits []benchExit `json:"exits"`
+	// ExtraExits counts the exits beyond one per killed process.
+	ExtraExits   int               `json:"extra_exits"`
 	Verification benchVerification `json:"verification"`
+}
+
+// benchExit is one process exit `amtprov up` logged.
+type benchExit struct {
+	Process string  `json:"process"`
+	AtS     float64 `json:"at_s"` // seconds after the run's start
+	Err     string  `json:"err"`  // how it ended (exit status, signal)
+	Ran     string  `json:"ran"`  // how long it had run
 }
 
 // benchKill is one SIGKILLed process and its way back.
@@ -98,7 +112,10 @@ type benchKill struct {
 	NewPID       int     `json:"new_pid,omitempty"`
 	RestartedAtS float64 `json:"restarted_at_s,omitempty"` // up.json showed the new pid
 	ReadyAtS     float64 `json:"ready_at_s,omitempty"`     // its /readyz (NATS: /healthz) answered 200
-	Error        string  `json:"error,omitempty"`
+	// FinalPID is its pid in up.json at the end: not NewPID when the
+	// successor exited as well and was started again (see Exits).
+	FinalPID int    `json:"final_pid,omitempty"`
+	Error    string `json:"error,omitempty"`
 	// What the killed process had used right before the kill (ok: read).
 	usage   procUsage
 	usageOK bool
@@ -220,6 +237,7 @@ type benchChaos struct {
 	http  *http.Client
 
 	mu      sync.Mutex
+	start   time.Time // the run's start (set by run)
 	rep     benchChaosReport
 	done    chan struct{} // closed when run returned
 	ended   chan struct{} // closed when the measurement ended: no kill after it
@@ -272,6 +290,9 @@ func since(start time.Time) float64 { return round3(time.Since(start).Seconds())
 // to bring each back; everything is recorded in c.rep.
 func (c *benchChaos) run(ctx context.Context, start time.Time) {
 	defer close(c.done)
+	c.mu.Lock()
+	c.start = start
+	c.mu.Unlock()
 	threshold := max(1, int(math.Ceil(c.o.chaosAt*float64(c.o.devices))))
 	tick := time.NewTicker(chaosPoll)
 	defer tick.Stop()
@@ -605,12 +626,27 @@ func (c *benchChaos) finish(ctx context.Context, col *benchCollector, r *benchRu
 		return ctx.Err()
 	}
 	v := c.verify(ctx, col)
+	exits, exitErr := upExits(filepath.Join(c.dir, "amtprov-up.log"), c.start)
+	final, stateErr := readUpState(c.dir)
 	c.mu.Lock()
 	c.rep.Verification = v
+	c.rep.Exits = exits
+	c.rep.ExtraExits = max(len(exits)-len(c.rep.Kills), 0)
+	for i, k := range c.rep.Kills {
+		if j := slices.IndexFunc(final.Processes, func(p upInstance) bool { return p.Name == k.Process }); j >= 0 {
+			c.rep.Kills[i].FinalPID = final.Processes[j].PID
+		}
+	}
 	rep := c.rep
 	c.mu.Unlock()
 	r.Chaos = &rep
 	var errs []error
+	if exitErr != nil || stateErr != nil {
+		errs = append(errs, fmt.Errorf("chaos: the restart record: %w", errors.Join(exitErr, stateErr)))
+	}
+	if rep.ExtraExits > 0 {
+		fmt.Fprintf(c.o.progress, "bench: chaos: %d process exits beyond the %d kills (see exits in the report)\n", rep.ExtraExits, len(rep.Kills))
+	}
 	if len(rep.Kills) == 0 {
 		errs = append(errs, fmt.Errorf("chaos: nothing was killed: fewer than %.0f%% of the devices were provisioned", 100*c.o.chaosAt))
 	}
@@ -629,6 +665,41 @@ func (c *benchChaos) finish(ctx context.Context, col *benchCollector, r *benchRu
 	fmt.Fprintf(c.o.progress, "bench: chaos verification: passed=%v, %d of %d devices with problems (settled after %.1f s)\n",
 		v.Passed, v.ProblemDevices, v.Devices, v.SettledAfterS)
 	return errors.Join(errs...)
+}
+
+// maxUpLog bounds the part of up's log read for its exit records.
+const maxUpLog = 64 << 20
+
+// upExits reads the "process exited unexpectedly" records of up's log
+// (JSON lines, libs/telemetry) in the order they were logged.
+func upExits(path string, start time.Time) ([]benchExit, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read up's log: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxUpLog))
+	if err != nil {
+		return nil, fmt.Errorf("read up's log: %w", err)
+	}
+	out := []benchExit{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if !strings.Contains(line, "process exited unexpectedly") {
+			continue
+		}
+		var rec struct {
+			Time    time.Time `json:"time"`
+			Msg     string    `json:"msg"`
+			Process string    `json:"process"`
+			Err     string    `json:"err"`
+			Ran     string    `json:"ran"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "process exited unexpectedly" {
+			continue // not a record of up's own (a line cut by the size bound)
+		}
+		out = append(out, benchExit{Process: rec.Process, AtS: round3(rec.Time.Sub(start).Seconds()), Err: rec.Err, Ran: rec.Ran})
+	}
+	return out, nil
 }
 
 // verify polls until every device passes every check or chaosSettle

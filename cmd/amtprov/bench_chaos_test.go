@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -265,5 +266,32 @@ func TestChaosReplacedUsage(t *testing.T) {
 	s := after["provisioner"]
 	if s.procs != 2 || s.CPUSeconds <= 3 || s.PeakRSSMB != 1e6 {
 		t.Errorf("provisioner usage %+v: want 2 processes, more than 1+2 CPU seconds (the successor's own), peak 1e6 MB", s)
+	}
+}
+
+func TestUpExits(t *testing.T) {
+	start := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
+	log := `{"time":"2026-11-26T22:00:10Z","level":"ERROR","msg":"process exited unexpectedly","service":"amtprov-up","process":"nats-2","err":"signal: killed","ran":"1m2s","log":"/x/logs/nats-2.log"}
+{"time":"2026-11-26T22:00:11.5Z","level":"WARN","msg":"process restarted","service":"amtprov-up","process":"nats-2","pid":42}
+{"time":"2026-11-26T22:00:12.25Z","level":"ERROR","msg":"process exited unexpectedly","service":"amtprov-up","process":"provisioner-1","err":"exit status 1","ran":"800ms"}
+{"time":"2026-11-26T22:00:13Z","level":"ERROR","msg":"process exited unexpectedly","service":"amtprov-up","process":"inv
+`
+	path := filepath.Join(t.TempDir(), "amtprov-up.log")
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := upExits(path, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []benchExit{
+		{Process: "nats-2", AtS: 10, Err: "signal: killed", Ran: "1m2s"},
+		{Process: "provisioner-1", AtS: 12.25, Err: "exit status 1", Ran: "800ms"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("upExits = %+v, want %+v", got, want)
+	}
+	if _, err := upExits(filepath.Join(t.TempDir(), "missing.log"), start); err == nil {
+		t.Error("a missing log: no error")
 	}
 }
