@@ -227,13 +227,11 @@ func (w *postWatcher) stop() {
 type benchChaos struct {
 	o     benchOptions
 	dir   string // the up run dir (up.json)
-	state upState
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	pool  *pgxpool.Pool
 	devs  []*firmware.Device
 	watch *postWatcher
-	log   *slog.Logger
 	http  *http.Client
 
 	mu      sync.Mutex
@@ -246,7 +244,7 @@ type benchChaos struct {
 
 // newBenchChaos connects to the cluster's database and starts watching the
 // fleet; close releases both.
-func newBenchChaos(ctx context.Context, o benchOptions, dir string, state upState, nc *nats.Conn, js jetstream.JetStream, devs []*firmware.Device, log *slog.Logger) (*benchChaos, error) {
+func newBenchChaos(ctx context.Context, o benchOptions, dir string, nc *nats.Conn, js jetstream.JetStream, devs []*firmware.Device, log *slog.Logger) (*benchChaos, error) {
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	// up.json redacts the user of the database URL; the cluster's private
@@ -265,7 +263,7 @@ func newBenchChaos(ctx context.Context, o benchOptions, dir string, state upStat
 		wd[i] = d
 	}
 	c := &benchChaos{
-		o: o, dir: dir, state: state, nc: nc, js: js, pool: pool, devs: devs, log: log,
+		o: o, dir: dir, nc: nc, js: js, pool: pool, devs: devs,
 		watch: watchPost(ctx, wd),
 		http:  &http.Client{Timeout: 2 * time.Second},
 		done:  make(chan struct{}),

@@ -155,7 +155,7 @@ func benchCluster(ctx context.Context, o benchOptions, c benchConfig, r *benchRu
 	}()
 	var chaos *benchChaos
 	if o.chaos {
-		chaos, err = newBenchChaos(ctx, o, dir, state, nc, js, fleet.Devices(), log)
+		chaos, err = newBenchChaos(ctx, o, dir, nc, js, fleet.Devices(), log)
 		if err != nil {
 			return err
 		}
