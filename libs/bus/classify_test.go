@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/amtprov/amtprov/libs/events"
 )
@@ -68,5 +72,69 @@ func TestRetryAfterErrorUnwraps(t *testing.T) {
 	}
 	if (&RetryAfterError{After: time.Second}).Error() == "" {
 		t.Fatal("empty message")
+	}
+}
+
+func TestTransientAPIError(t *testing.T) {
+	live := context.Background()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want bool
+	}{
+		{"request timed out", live, fmt.Errorf("stream info: %w", context.DeadlineExceeded), true},
+		{"nats timeout", live, nats.ErrTimeout, true},
+		{"no responders: no JetStream", live, nats.ErrNoResponders, false},
+		{"no leader (503)", live, &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{"reconnecting", live, nats.ErrConnectionReconnecting, true},
+		{"caller gave up", done, context.DeadlineExceeded, false},
+		{"jetstream not enabled", live, jetstream.ErrJetStreamNotEnabled, false},
+		{"jetstream not enabled for account", live, jetstream.ErrJetStreamNotEnabledForAccount, false},
+		{"bad config (400)", live, &jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use"}, false},
+		{"other", live, errors.New("permissions violation"), false},
+	}
+	for _, tt := range tests {
+		if got := transientAPIError(tt.ctx, tt.err); got != tt.want {
+			t.Errorf("%s: transientAPIError(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
+// TestEnsureStreamFailsFastWithoutJetStream: a server without JetStream is
+// a configuration error, reported at once rather than retried.
+func TestEnsureStreamFailsFastWithoutJetStream(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err = EnsureStream(ctx, js, StreamConfig{})
+	if err == nil {
+		t.Fatal("EnsureStream succeeded without JetStream")
+	}
+	if !strings.Contains(err.Error(), "JetStream enabled") {
+		t.Errorf("error does not point at JetStream: %v", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("EnsureStream took %s to fail without JetStream (retried a configuration error): %v", took, err)
 	}
 }

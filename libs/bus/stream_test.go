@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/amtprov/amtprov/libs/bus"
@@ -50,6 +51,55 @@ func TestEnsureStreamCreatesAndUpdates(t *testing.T) {
 	}
 	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{Replicas: -1}); err == nil {
 		t.Fatal("negative replicas accepted")
+	}
+}
+
+// TestEnsureStreamUpdatesOnlyWhatDiffers: every replica ensures the stream
+// at start-up; an unchanged stream must not get a configuration update
+// (nats-server races internally between one and a consumer creation).
+func TestEnsureStreamUpdatesOnlyWhatDiffers(t *testing.T) {
+	t.Parallel()
+	nc, js := bustest.Connect(t)
+	ctx := testCtx(t, 10*time.Second)
+	updates, err := nc.SubscribeSync("$JS.API.STREAM.UPDATE.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creates, err := nc.SubscribeSync("$JS.API.STREAM.CREATE.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(sub *nats.Subscription) int {
+		t.Helper()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		n, _, err := sub.Pending()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for range 3 {
+		if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u, c := count(updates), count(creates); u != 0 || c != 0 {
+		t.Fatalf("unchanged stream ensured 3 times: %d updates, %d creates; want none", u, c)
+	}
+	if _, err := bus.EnsureStream(ctx, js, bus.StreamConfig{MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if u := count(updates); u != 1 {
+		t.Fatalf("changed stream: %d updates, want 1", u)
+	}
+	s, err := bus.EnsureStream(ctx, js, bus.StreamConfig{MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := count(updates); u != 1 || s.CachedInfo().Config.MaxAge != time.Hour {
+		t.Fatalf("after the same change again: %d updates (want still 1), MaxAge %s", u, s.CachedInfo().Config.MaxAge)
 	}
 }
 

@@ -27,9 +27,9 @@ import (
 // used by no other package's tests; the ports are off the defaults so a
 // shared-socket fleet elsewhere cannot collide.
 const (
-	httpPort = 46992
-	tlsPort  = 46993
-	rmcpPort = 46623
+	httpPort = 25992
+	tlsPort  = 25993
+	rmcpPort = 25623
 )
 
 // fleetOptions is a quiet fleet of n devices at 127.12.<third>.1 and up:

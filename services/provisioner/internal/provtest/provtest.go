@@ -175,11 +175,14 @@ func Keyring(tb testing.TB) *secrets.Keyring {
 }
 
 // Ports of the simulated devices in provisioner tests (its own range,
-// 127.13.0.0/16, wave-2 contract "Ports").
+// 127.13.0.0/16, wave-2 contract "Ports"). Below the kernel's ephemeral
+// range (32768-60999): a device's outgoing hello from its own address may
+// otherwise hold the very port its listener is about to bind (CI,
+// 2026-11-26: "bind: address already in use").
 const (
-	HTTPPort = 46992
-	TLSPort  = 46993
-	RMCPPort = 46623
+	HTTPPort = 24992
+	TLSPort  = 24993
+	RMCPPort = 24623
 )
 
 // FleetOptions are amtsim options for n devices at 127.13.<third>.1 on,

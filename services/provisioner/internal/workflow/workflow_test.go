@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,7 +105,7 @@ func adminLogin(t *testing.T, e env, dev *firmware.Device) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wc, err := wsman.New(wsman.Config{Address: dev.Config().IP + ":46993", TLS: tlsConf, Username: c.Username, Password: string(pw)})
+	wc, err := wsman.New(wsman.Config{Address: dev.Config().IP + ":" + strconv.Itoa(provtest.TLSPort), TLS: tlsConf, Username: c.Username, Password: string(pw)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func adminLogin(t *testing.T, e env, dev *firmware.Device) {
 	if err != nil || st.ProvisioningState != amt.PostProvisioning {
 		t.Fatalf("digest login with the stored password: %v %v", st.ProvisioningState, err)
 	}
-	bad, _ := wsman.New(wsman.Config{Address: dev.Config().IP + ":46993", TLS: tlsConf, Username: c.Username, Password: string(pw) + "x"})
+	bad, _ := wsman.New(wsman.Config{Address: dev.Config().IP + ":" + strconv.Itoa(provtest.TLSPort), TLS: tlsConf, Username: c.Username, Password: string(pw) + "x"})
 	defer bad.Close()
 	if _, err := bad.SetupAndConfiguration(ctx); !errors.Is(err, wsman.ErrUnauthorized) {
 		t.Fatalf("a wrong password is not refused: %v", err)

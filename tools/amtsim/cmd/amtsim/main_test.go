@@ -23,7 +23,7 @@ func TestRunReadyControlAndSignal(t *testing.T) {
 	fleet := filepath.Join(t.TempDir(), "fleet.json")
 	args := []string{
 		"--devices", "5", "--seed", "3", "--base", "127.46.0.1", "--range", "127.46.0.0/16",
-		"--http-port", "46992", "--tls-port", "46993", "--rmcp-port", "46623",
+		"--http-port", "26992", "--tls-port", "26993", "--rmcp-port", "26623",
 		"--provision-server", "127.0.0.1:1", "--control-addr", "127.0.0.1:0",
 		"--provisioned-share", "0.4", "--admin-password", "P@ssw0rd!", "--faults", "slow=0.2",
 		"--fleet", fleet, "--log-level", "error",
