@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +16,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/amtprov/amtprov/libs/admin"
 	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/secrets"
@@ -288,8 +291,46 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 		simLine = " sim=http://" + lc.Serve("sim-control", simLn, fleet.ControlHandler())
 	}
 
-	fmt.Fprintf(g.out, "amtprov ready hello=%s api=http://%s nats=%s%s\n", helloAddr, apiAddr, redactURL(natsURL), simLine)
+	// "ready" promises that the CLI works: the line is printed once every
+	// admin area has a responder (the services subscribe inside their Run,
+	// which starts with the lifecycle).
+	readyLine := fmt.Sprintf("amtprov ready hello=%s api=http://%s nats=%s%s\n", helloAddr, apiAddr, redactURL(natsURL), simLine)
+	lc.Go("ready-line", func(ctx context.Context) error {
+		if err := waitForAdmin(ctx, nc, 60*time.Second,
+			admin.Subject(admin.AreaDomain, certauthority.VerbDomainList), provisioner.SubjectProfileList,
+			admin.Subject(admin.AreaScan, discovery.VerbList)); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprint(g.out, readyLine)
+		<-ctx.Done()
+		return nil
+	})
 	return sys, nil
+}
+
+// waitForAdmin calls each read-only admin subject until a service answers
+// it (any answer but UNAVAILABLE), for at most within.
+func waitForAdmin(ctx context.Context, nc *nats.Conn, within time.Duration, subjects ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for _, subj := range subjects {
+		for {
+			var resp json.RawMessage
+			err := admin.Call(ctx, nc, subj, struct{}{}, &resp)
+			if err == nil || admin.CodeOf(err) != admin.CodeUnavailable {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("no service answers %s within %s: %w", subj, within, err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {
