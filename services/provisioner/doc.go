@@ -19,11 +19,11 @@
 //
 // Redelivery. A transient failure (device unreachable, busy, rebooted, CA
 // down) hands the job back (queued) and asks for redelivery after
-// Config.Backoff; after Config.MaxDeliver deliveries the job fails with the
-// last code. A permanent failure ends the job at once with its code and
+// Config.Backoff; after Config.MaxDeliver runs of the job (not deliveries
+// of one hello) the job fails with the last code. A permanent failure ends the job at once with its code and
 // hint (errcode). A redelivered hello whose job is leased by another worker
 // is retried after half a lease, so a crashed replica's job is taken over
-// once its lease expires; a different hello for a running job is
-// acknowledged as a duplicate; a hello not newer than the device's last
+// once its lease expires (the hello that last resumed a job drives it); a
+// different hello for a running job is acknowledged as a duplicate; a hello not newer than the device's last
 // finished job is stale and acknowledged.
 package provisioner

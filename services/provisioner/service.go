@@ -46,8 +46,9 @@ type Config struct {
 	// AckWait is the consumer's redelivery timeout for a replica that
 	// vanished (default 30 s); handlers keep messages alive meanwhile.
 	AckWait time.Duration
-	// MaxDeliver is how many times a hello is tried before its job fails
-	// with the last transient code (default 10).
+	// MaxDeliver is how many times a job is run before a transient failure
+	// ends it with its code (default 10). Its hello is redelivered until
+	// then (the consumer itself does not limit deliveries).
 	MaxDeliver int
 	// Backoff is the redelivery delay after the n-th transient failure
 	// (default 2s, 5s, 10s, 20s, 30s, 60s).
@@ -180,8 +181,11 @@ func (s *Service) Run(ctx context.Context) error {
 		Durable:        s.cfg.Durable,
 		FilterSubjects: []string{events.SubjectDeviceHello + ".>"},
 		AckWait:        s.cfg.AckWait,
-		MaxDeliver:     s.cfg.MaxDeliver + 1, // the provisioner gives up itself, one delivery earlier
-		MaxAckPending:  max(s.cfg.Workers*4, 1024),
+		// Unlimited: a hello comes back until its job has ended. The
+		// provisioner gives up by the job's tries (settle), which a hello's
+		// delivery count overstates (see settle).
+		MaxDeliver:    0,
+		MaxAckPending: max(s.cfg.Workers*4, 1024),
 	})
 	if err != nil {
 		return fmt.Errorf("provisioner consumer: %w", err)
@@ -340,17 +344,27 @@ func (s *Service) settle(ctx context.Context, job jobstore.Job, owner string, re
 	}
 	o := res.Outcome
 	if res.Retry {
-		if d := bus.Delivery(ctx); d > 0 && d < uint64(s.cfg.MaxDeliver) {
+		// Give up by the job's own tries: a hello's delivery count also
+		// grows while it waits in a buffer past AckWait or bounces off a
+		// leased job, and a job failed on that count was announced failed
+		// and then provisioned on the device's next hello.
+		if res.Tries < s.cfg.MaxDeliver {
 			if err := s.store.Requeue(ctx, job.ID, owner, o.Code, o.Detail); err != nil {
 				return fmt.Errorf("requeue job %d: %w", job.ID, err)
 			}
 			s.retries.Add(1)
 			s.count(ctx, s.m.jobs, attribute.String("outcome", "retry"), attribute.String("code", o.Code))
-			return &bus.RetryAfterError{After: backoffFor(d, s.cfg.Backoff), Err: res.Err}
+			if bus.Delivery(ctx) == 0 {
+				// Not a consumed hello (no redelivery to ask for): the job
+				// resumes on the device's next hello.
+				s.log.InfoContext(ctx, "job queued until the device's next hello", "uuid", job.UUID, "job", job.ID, "code", o.Code)
+				return nil
+			}
+			return &bus.RetryAfterError{After: backoffFor(uint64(max(res.Tries, 1)), s.cfg.Backoff), Err: res.Err}
 		}
-		// Out of deliveries: the transient failure is final.
+		// Out of tries: the transient failure is final.
 		o.Hint = errcode.Lookup(errcode.Code(o.Code)).Hint
-		o.Detail = fmt.Sprintf("gave up after %d attempts: %s", s.cfg.MaxDeliver, o.Detail)
+		o.Detail = fmt.Sprintf("gave up after %d attempts: %s", res.Tries, o.Detail)
 	}
 	if err := s.store.Finish(ctx, job, owner, o); err != nil {
 		if errors.Is(err, jobstore.ErrLeaseLost) {

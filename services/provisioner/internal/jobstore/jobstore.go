@@ -66,6 +66,8 @@ type Job struct {
 	Profile      string     `json:"profile"`
 	Domain       string     `json:"domain"`
 	SourceIP     string     `json:"source_ip"`
+	// HelloEventID is the hello that drives the job: the one that started
+	// it, or the one that last resumed it.
 	HelloEventID string     `json:"hello_event_id"`
 	ErrorCode    string     `json:"error_code,omitempty"`
 	Hint         string     `json:"hint,omitempty"`
@@ -201,9 +203,13 @@ func (s *Store) Acquire(ctx context.Context, h Hello, owner string, lease time.D
 					job, dec = last, Duplicate
 					return nil
 				}
+				// The resuming hello drives the job now: only its own
+				// redelivery may wait for this lease (a dead worker's job is
+				// taken over); the hello that drove it before is a duplicate.
 				job, err = scanJob(tx.QueryRow(ctx, `UPDATE provisioning_jobs
-					SET state = 'running', lease_owner = $2, lease_expires = now() + $3::interval, updated_at = now()
-					WHERE id = $1 RETURNING `+jobColumns, last.ID, owner, lease))
+					SET state = 'running', lease_owner = $2, lease_expires = now() + $3::interval, updated_at = now(),
+						hello_event_id = $4
+					WHERE id = $1 RETURNING `+jobColumns, last.ID, owner, lease, h.EventID))
 				if err != nil {
 					return fmt.Errorf("take over job %d: %w", last.ID, err)
 				}

@@ -153,6 +153,16 @@ type Result struct {
 	Outcome jobstore.Outcome
 	// Err is the underlying error (never contains a secret).
 	Err error
+	// Tries is how many times the job has been run, this run included (the
+	// attempt number of its connect step, which every run starts with; 0
+	// when no run of it got that far). Once CommitChanges went through it
+	// counts the runs of verify instead: the device is provisioned with
+	// the job's credentials, and verification gets a full set of tries
+	// before the job may end failed. The caller gives up on a transient
+	// failure by this count, not by how often a hello was delivered: a
+	// hello is redelivered for other reasons too (a wait in a replica's
+	// buffer past AckWait, a duplicate of a leased job).
+	Tries int
 }
 
 // persisted is what steps keep in their rows for later steps (no secrets).
@@ -187,8 +197,10 @@ type run struct {
 	mebx   string
 	credV  int
 	// toVerify: the device was found committed by this job: skip to verify.
-	toVerify bool
-	device   *events.ProvisionedDevice
+	toVerify   bool
+	device     *events.ProvisionedDevice
+	tries      int  // Result.Tries
+	pastCommit bool // CommitChanges went through: tries count verify's runs
 }
 
 func (r *run) close() {
@@ -257,21 +269,30 @@ func StepNames() []string {
 
 // Run works on job (leased to owner) for hello h until it ends, fails or
 // needs a retry. ctx should carry the hello's trace.
-func (e *Engine) Run(ctx context.Context, job jobstore.Job, owner string, h *events.DeviceHello) Result {
+func (e *Engine) Run(ctx context.Context, job jobstore.Job, owner string, h *events.DeviceHello) (res Result) {
 	r := &run{job: job, owner: owner, hello: h, addr: net.JoinHostPort(h.SourceIP, strconv.Itoa(e.cfg.DevicePort)),
 		steps: map[string]jobstore.Step{}}
 	defer r.close()
+	defer func() { res.Tries = r.tries }()
 	prev, err := e.store.Steps(ctx, job.ID)
 	if err != nil {
 		return e.fail("", errcode.Wrap(errcode.Internal, err, "read job steps"))
 	}
 	for _, st := range prev {
+		if st.Step == StepConnect {
+			r.tries = st.AttemptNo
+		}
 		r.steps[st.Step] = st
 		if st.Done() && len(st.State) > 0 {
 			if err := json.Unmarshal(st.State, &r.p); err != nil {
 				return e.fail(st.Step, errcode.Wrap(errcode.Internal, err, "read state of step %s", st.Step))
 			}
 		}
+	}
+	if r.steps[StepCommit].Done() {
+		// Committed in an earlier run: this run is a try of verify, even
+		// if it fails before verify begins.
+		r.pastCommit, r.tries = true, r.steps[StepVerify].AttemptNo+1
 	}
 	for seq, st := range workflowSteps() {
 		before := r.steps[st.name]
@@ -304,13 +325,20 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 		attribute.Bool("amtprov.step.one_shot", st.oneShot),
 	))
 	defer span.End()
-	if _, err := e.store.BeginStep(ctx, r.job.ID, r.owner, e.cfg.Lease, st.name, seq); err != nil {
+	n, err := e.store.BeginStep(ctx, r.job.ID, r.owner, e.cfg.Lease, st.name, seq)
+	if err != nil {
 		span.RecordError(err)
 		return e.lost(st.name, err), true
 	}
+	switch {
+	case st.name == StepConnect && !r.pastCommit:
+		r.tries = n
+	case st.name == StepVerify:
+		r.tries = n
+	}
 	e.cfg.Logger.DebugContext(ctx, "provisioning step", "uuid", r.job.UUID, "job", r.job.ID, "step", st.name, "attempt", before.AttemptNo+1)
 	old := r.p
-	err := st.fn(e, ctx, r, before)
+	err = st.fn(e, ctx, r, before)
 	if err == nil {
 		var state json.RawMessage
 		if d := diff(old, r.p); d != nil {
