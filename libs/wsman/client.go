@@ -168,6 +168,15 @@ func New(cfg Config) (*Client, error) {
 		if c.tlsConf.ServerName == "" && !c.tlsConf.InsecureSkipVerify {
 			c.tlsConf.ServerName = host
 		}
+		if c.tlsConf.ClientSessionCache == nil {
+			// The client's next connection (after a digest challenge, which
+			// AMT answers with "Connection: close", §8.3) resumes the TLS
+			// session instead of a full handshake when the device offers
+			// it. VerifyConnection (the pin, the setup-mode check) still
+			// runs on a resumed session, with the certificates of the
+			// session's full handshake. One client's sessions only.
+			c.tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(2)
+		}
 		c.tr.DialTLSContext = c.dialTLS
 	}
 	c.url = (&url.URL{Scheme: scheme, Host: cfg.Address, Path: "/wsman"}).String()

@@ -29,6 +29,7 @@ type sessionCounter struct {
 	bookDelay  time.Duration
 	open, max  atomic.Int64
 	accepted   atomic.Int64
+	resumed    atomic.Int64 // TLS handshakes that resumed a session
 }
 
 func (l *sessionCounter) Accept() (net.Conn, error) {
@@ -100,7 +101,13 @@ func sessionDevice(t *testing.T, tlsOn bool) (*sessionCounter, string, *tls.Cert
 	if tlsOn {
 		c := selfSigned(t, "IntelAMT-device")
 		cert = &c
-		srv.TLS = &tls.Config{Certificates: []tls.Certificate{c}}
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{c}, MaxVersion: tls.VersionTLS12, // as AMT (PROTOCOL.md §1)
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if cs.DidResume {
+					counter.resumed.Add(1)
+				}
+				return nil
+			}}
 		srv.StartTLS()
 	} else {
 		srv.Start()
@@ -164,6 +171,11 @@ func TestOneSessionAtATime(t *testing.T) {
 			}
 			if got := counter.max.Load(); got != 1 {
 				t.Fatalf("the device saw %d of our connections at once, want 1", got)
+			}
+			// The connection after each challenge resumes the client's TLS
+			// session (a full handshake only for each new client).
+			if tc.tlsOn && counter.resumed.Load() < 5 {
+				t.Fatalf("%d of %d TLS connections resumed a session, want at least 5", counter.resumed.Load(), counter.accepted.Load())
 			}
 		})
 	}
