@@ -470,10 +470,17 @@ func (c *Client) readBody(ctx context.Context, hresp *http.Response) ([]byte, er
 	if hresp.ContentLength > c.maxBytes {
 		return nil, fmt.Errorf("response declares %d bytes: %w (limit %d)", hresp.ContentLength, ErrResponseTooLarge, c.maxBytes)
 	}
-	body, err := io.ReadAll(io.LimitReader(hresp.Body, c.maxBytes+1))
-	if err != nil {
+	// Sized from Content-Length (checked above) when the device sends one,
+	// instead of growing from 512 bytes; read to EOF either way, so that
+	// the connection goes back to the idle pool.
+	var buf bytes.Buffer
+	if hresp.ContentLength > 0 {
+		buf.Grow(int(hresp.ContentLength) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(hresp.Body, c.maxBytes+1)); err != nil {
 		return nil, fmt.Errorf("read response: %w", c.classifyTransport(ctx, err))
 	}
+	body := buf.Bytes()
 	if int64(len(body)) > c.maxBytes {
 		return nil, fmt.Errorf("response body: %w (limit %d bytes)", ErrResponseTooLarge, c.maxBytes)
 	}

@@ -50,3 +50,19 @@ func TestParseChallenge(t *testing.T) {
 		}
 	}
 }
+
+func TestQuoteEscapesBackslashAndDoubleQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                         "",
+		"admin":                    "admin",
+		`Digest:727734D63A1FC042`:  `Digest:727734D63A1FC042`,
+		`a"b`:                      `a\"b`,
+		`a\b`:                      `a\\b`,
+		`\"`:                       `\\\"`,
+		"ünïcode \"quoted\" \\end": "ünïcode \\\"quoted\\\" \\\\end",
+	} {
+		if got := quote(in); got != want {
+			t.Errorf("quote(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -279,7 +279,12 @@ func parseTree(r io.Reader) (*Node, error) {
 		stack []*Node
 		root  *Node
 		count int
-		text  []*strings.Builder
+		// The text of the open elements, innermost last: starts[i] is
+		// where element i's text begins in text. A child's text is cut
+		// off when it ends, so what is left after starts[i] is element
+		// i's own text (one buffer instead of a builder per element).
+		text   []byte
+		starts []int
 	)
 	for {
 		tok, err := dec.Token()
@@ -312,11 +317,11 @@ func parseTree(r io.Reader) (*Node, error) {
 				p.Kids = append(p.Kids, n)
 			}
 			stack = append(stack, n)
-			text = append(text, &strings.Builder{})
+			starts = append(starts, len(text))
 		case xml.EndElement:
-			top := stack[len(stack)-1]
-			top.Text = text[len(text)-1].String()
-			stack, text = stack[:len(stack)-1], text[:len(text)-1]
+			top, start := stack[len(stack)-1], starts[len(starts)-1]
+			top.Text = string(text[start:])
+			stack, starts, text = stack[:len(stack)-1], starts[:len(starts)-1], text[:start]
 		case xml.CharData:
 			if len(stack) == 0 {
 				if len(bytes.TrimSpace(t)) > 0 {
@@ -324,7 +329,7 @@ func parseTree(r io.Reader) (*Node, error) {
 				}
 				continue
 			}
-			text[len(text)-1].Write(t)
+			text = append(text, t...)
 		case xml.Directive:
 			return nil, fmt.Errorf("%w: DTDs and other directives are not accepted", ErrMalformedResponse)
 		case xml.ProcInst, xml.Comment:
