@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Instance, "instance", service.Env("PROVISIONER_INSTANCE", ""), "name of this replica in job leases (env PROVISIONER_INSTANCE; default host-pid-random)")
 	fs.DurationVar(&cfg.Lease, "lease", service.EnvDuration("PROVISIONER_LEASE", 0), "job lease; a dead replica's jobs are taken over after it (env PROVISIONER_LEASE; default 60s)")
 	fs.DurationVar(&cfg.AckWait, "ack-wait", service.EnvDuration("PROVISIONER_ACK_WAIT", 0), "redelivery after a silent replica (env PROVISIONER_ACK_WAIT; default 30s)")
-	fs.IntVar(&cfg.MaxDeliver, "max-deliver", service.EnvInt("PROVISIONER_MAX_DELIVER", 0), "tries per hello before a transient failure is final (env PROVISIONER_MAX_DELIVER; default 10)")
+	fs.IntVar(&cfg.MaxDeliver, "max-deliver", service.EnvInt("PROVISIONER_MAX_DELIVER", 0), "runs of a job before a transient failure is final (env PROVISIONER_MAX_DELIVER; default 10)")
 	fs.DurationVar(&cfg.RetryFailedAfter, "retry-failed-after", service.EnvDuration("PROVISIONER_RETRY_FAILED_AFTER", 0), "a failed device's hellos start a new attempt only after this (env PROVISIONER_RETRY_FAILED_AFTER; default 5m)")
 	fs.IntVar(&cfg.Workflow.DevicePort, "device-port", service.EnvInt("PROVISIONER_DEVICE_PORT", 16993), "devices' TLS port (env PROVISIONER_DEVICE_PORT)")
 	fs.DurationVar(&cfg.Workflow.CallTimeout, "call-timeout", service.EnvDuration("PROVISIONER_CALL_TIMEOUT", 0), "bound on one WS-Man call (env PROVISIONER_CALL_TIMEOUT; default 20s)")
