@@ -186,10 +186,16 @@ func TestRequeueFinishAndStaleHellos(t *testing.T) {
 	if err := s.Requeue(ctx, job.ID, "w1", "DEVICE_UNREACHABLE", "dial"); err != nil {
 		t.Fatal(err)
 	}
-	// A queued job is free at once.
-	j, d, err := s.Acquire(ctx, hello(t0), "w2", time.Minute)
-	if err != nil || d != jobstore.Resumed || j.ID != job.ID {
+	// A queued job is free at once, and the hello that resumes it drives
+	// it from then on (only its redelivery waits for the lease).
+	h2 := hello(t0)
+	h2.EventID = "hello-resumer"
+	j, d, err := s.Acquire(ctx, h2, "w2", time.Minute)
+	if err != nil || d != jobstore.Resumed || j.ID != job.ID || j.HelloEventID != "hello-resumer" {
 		t.Fatalf("after requeue: %v %v %+v", d, err, j)
+	}
+	if dup, d, err := s.Acquire(ctx, hello(t0), "w9", time.Minute); err != nil || d != jobstore.Duplicate || dup.HelloEventID != "hello-resumer" {
+		t.Fatalf("the first hello while the job runs: %v %v %+v", d, err, dup)
 	}
 	if err := s.Finish(ctx, j, "w2", jobstore.Outcome{Code: "PSK_NOT_SUPPORTED", Hint: "h", Step: "select"}); err != nil {
 		t.Fatal(err)
