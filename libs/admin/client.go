@@ -68,7 +68,12 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 // Request would take that PubAck for the reply.
 func roundTrip(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply, error) {
 	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	// A small channel of our own: SubscribeSync would allocate the
+	// connection's default pending channel (65,536 entries, 512 KiB) per
+	// call, a fifth of all the bytes a provisioning run allocated (one CA
+	// sign per device). An inbox gets at most the reply and a stray PubAck.
+	ch := make(chan *nats.Msg, 4)
+	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("request %s: subscribe reply inbox: %v", msg.Subject, err), cause: err}
 	}
@@ -78,7 +83,15 @@ func roundTrip(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply, error)
 		return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("request %s: %v", msg.Subject, err), cause: err}
 	}
 	for {
-		out, err := sub.NextMsgWithContext(ctx)
+		var out *nats.Msg
+		select {
+		case out = <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err == nil && out.Header.Get("Status") == "503" && len(out.Data) == 0 {
+			err = nats.ErrNoResponders
+		}
 		if errors.Is(err, nats.ErrNoResponders) {
 			return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("no service answers %s (is it running and connected to this NATS?)", msg.Subject), cause: err}
 		}
@@ -87,9 +100,6 @@ func roundTrip(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply, error)
 				return reply{}, &Error{Code: CodeTimeout, Message: fmt.Sprintf("no reply to %s in time", msg.Subject), cause: err}
 			}
 			return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("request %s: %v", msg.Subject, err), cause: err}
-		}
-		if out.Header.Get("Status") == "503" && len(out.Data) == 0 {
-			return reply{}, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("no service answers %s (is it running and connected to this NATS?)", msg.Subject), cause: nats.ErrNoResponders}
 		}
 		var r reply
 		if err := json.Unmarshal(out.Data, &r); err != nil {
