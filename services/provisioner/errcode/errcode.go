@@ -43,6 +43,7 @@ const (
 	DeviceResponseInvalid      Code = "DEVICE_RESPONSE_INVALID"
 	TLSPinMismatch             Code = "TLS_PIN_MISMATCH"
 	VerifyFailed               Code = "VERIFY_FAILED"
+	ProvisionedUnverified      Code = "PROVISIONED_UNVERIFIED"
 	CAPolicyRejected           Code = "CA_POLICY_REJECTED"
 	CAUnavailable              Code = "CA_UNAVAILABLE"
 	NoProfile                  Code = "NO_PROFILE"
@@ -114,6 +115,9 @@ var table = []Info{
 	{VerifyFailed, false,
 		"after CommitChanges the device did not report post-provisioning with TLS on",
 		"see the verify step in amtprov jobs show UUID; reset the device to setup mode to try again"},
+	{ProvisionedUnverified, true,
+		"CommitChanges went through: the device is provisioned with the admin credentials amtprov stored for this job (active now), but the device could not be reached to verify it afterwards",
+		"do not reset the device blindly: amtprov device credentials UUID gives the admin password it holds now; check that the device is on the network with port 16993 open and log in with those credentials (its TLS certificate is the pinned tls_cert_sha256); amtprov retries the verification while the job has tries left"},
 	{CAPolicyRejected, false,
 		"the certificate authority refused to sign the device's TLS certificate",
 		"the device's FQDN is outside the allowed domains or its key is too small; fix the profile's host name/domain or the CA policy"},

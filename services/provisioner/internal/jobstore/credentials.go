@@ -33,7 +33,9 @@ type Sealer interface {
 // SaveJobCredentials stores the admin and MEBx passwords generated for a
 // job, sealed by seal with aad bound to the device, version and column,
 // before they are sent to the device. It returns the new version; the row
-// becomes active when the job succeeds (Finish). A job that already saved
+// becomes active when the device confirms CommitChanges (FinishStep of the
+// commit step with StepResult.CredentialsVersion), even if the job fails
+// after that. A job that already saved
 // credentials gets them back instead (see JobCredentials).
 func (s *Store) SaveJobCredentials(ctx context.Context, jobID int64, owner, uuid, username string,
 	seal func(version int, column string) ([]byte, string, error)) (int, error) {

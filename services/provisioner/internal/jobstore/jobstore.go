@@ -349,6 +349,13 @@ type StepResult struct {
 	ReturnValue *int
 	ErrorCode   string
 	State       json.RawMessage // kept for later steps; nil keeps what was there
+	// CredentialsVersion, when > 0 with Outcome OK, becomes the device's
+	// active credentials in the same transaction, with TLSCertSHA256 (when
+	// set) as their certificate pin. The commit step sets it: from the
+	// moment the device confirmed CommitChanges it holds these credentials,
+	// whatever happens to the job afterwards.
+	CredentialsVersion int
+	TLSCertSHA256      string
 }
 
 // FinishStep records the end of a step and, with its "step" event, reports
@@ -368,6 +375,11 @@ func (s *Store) FinishStep(ctx context.Context, job Job, owner, step string, r S
 		}
 		if err != nil {
 			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+		}
+		if r.Outcome == OutcomeOK && r.CredentialsVersion > 0 {
+			if err := activate(ctx, tx, job.UUID, r.CredentialsVersion, r.TLSCertSHA256); err != nil {
+				return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+			}
 		}
 		return s.emit(ctx, tx, job, events.ProvisioningStep, step, n, at, func(p *events.Provisioning) {
 			p.Outcome, p.ReturnValue, p.ErrorCode = r.Outcome, r.ReturnValue, r.ErrorCode
@@ -424,7 +436,10 @@ type Outcome struct {
 	RV        *int
 	// Device is what the device reported after commit (succeeded only).
 	Device *events.ProvisionedDevice
-	// CredentialsVersion becomes the device's active credentials (succeeded only).
+	// CredentialsVersion becomes the device's active credentials (succeeded
+	// only; the commit step made them active already, see
+	// StepResult.CredentialsVersion: this keeps them so and records
+	// TLSCertSHA256).
 	CredentialsVersion int
 	TLSCertSHA256      string
 }
@@ -449,16 +464,8 @@ func (s *Store) Finish(ctx context.Context, job Job, owner string, o Outcome) er
 			return fmt.Errorf("finish job %d: %w", job.ID, err)
 		}
 		if o.Succeeded && o.CredentialsVersion > 0 {
-			if _, err := tx.Exec(ctx, `UPDATE device_credentials SET active = false WHERE uuid = $1 AND active`, job.UUID); err != nil {
-				return fmt.Errorf("deactivate old credentials of %s: %w", job.UUID, err)
-			}
-			tag, err := tx.Exec(ctx, `UPDATE device_credentials SET active = true, tls_cert_sha256 = $3 WHERE uuid = $1 AND version = $2`,
-				job.UUID, o.CredentialsVersion, o.TLSCertSHA256)
-			if err != nil {
-				return fmt.Errorf("activate credentials of %s: %w", job.UUID, err)
-			}
-			if tag.RowsAffected() != 1 {
-				return fmt.Errorf("activate credentials v%d of %s: %w", o.CredentialsVersion, job.UUID, ErrNotFound)
+			if err := activate(ctx, tx, job.UUID, o.CredentialsVersion, o.TLSCertSHA256); err != nil {
+				return fmt.Errorf("finish job %d: %w", job.ID, err)
 			}
 		}
 		ev := events.ProvisioningFailed
@@ -475,6 +482,25 @@ func (s *Store) Finish(ctx context.Context, job Job, owner string, o Outcome) er
 			}
 		})
 	})
+}
+
+// activate makes version the device's only active credentials in tx, and
+// records certSHA256 as their certificate pin when it is set. Activating
+// the active version again changes nothing else.
+func activate(ctx context.Context, tx pgx.Tx, uuid string, version int, certSHA256 string) error {
+	if _, err := tx.Exec(ctx, `UPDATE device_credentials SET active = false WHERE uuid = $1 AND active AND version <> $2`, uuid, version); err != nil {
+		return fmt.Errorf("deactivate old credentials of %s: %w", uuid, err)
+	}
+	tag, err := tx.Exec(ctx, `UPDATE device_credentials SET active = true,
+			tls_cert_sha256 = CASE WHEN $3 = '' THEN tls_cert_sha256 ELSE $3 END
+		WHERE uuid = $1 AND version = $2`, uuid, version, certSHA256)
+	if err != nil {
+		return fmt.Errorf("activate credentials v%d of %s: %w", version, uuid, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("activate credentials v%d of %s: %w", version, uuid, ErrNotFound)
+	}
+	return nil
 }
 
 // emit writes one provisioning event about job through the outbox in tx.

@@ -24,6 +24,7 @@ func TestDiffKeepsWhatAStepEstablished(t *testing.T) {
 			p.Domain, p.Profile, p.CertDER = "other", "", []byte("x")
 			return p
 		}, `{"cert_der":"eA==","domain":"other"}`},
+		{"commit run", func(p persisted) persisted { p.CommitRun = 3; return p }, `{"commit_run":3}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -176,6 +176,10 @@ type persisted struct {
 	CertInstanceID string `json:"cert_instance_id,omitempty"`
 	Hostname       string `json:"hostname,omitempty"`
 	DomainName     string `json:"domain_name,omitempty"`
+	// CommitRun is the run (connect's attempt number) whose commit went
+	// through: later runs count their tries of verify from it, even the
+	// ones that fail before verify begins.
+	CommitRun int `json:"commit_run,omitempty"`
 }
 
 // run is the state of one Run.
@@ -201,7 +205,7 @@ type run struct {
 	toVerify   bool
 	device     *events.ProvisionedDevice
 	tries      int  // Result.Tries
-	pastCommit bool // CommitChanges went through: tries count verify's runs
+	pastCommit bool // CommitChanges went through (recorded): tries count verify's runs; failures say so
 }
 
 func (r *run) close() {
@@ -334,23 +338,49 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 	switch {
 	case st.name == StepConnect && !r.pastCommit:
 		r.tries = n
+	case st.name == StepConnect && r.p.CommitRun > 0:
+		// A run that cannot reach the device fails here, before verify
+		// begins: count it as a try of verify all the same, or a device
+		// gone for good would keep its job retrying forever.
+		r.tries = max(r.tries, n-r.p.CommitRun+1)
 	case st.name == StepVerify:
-		r.tries = n
+		r.tries = max(r.tries, n)
 	}
 	e.cfg.Logger.DebugContext(ctx, "provisioning step", "uuid", r.job.UUID, "job", r.job.ID, "step", st.name, "attempt", before.AttemptNo+1)
 	old := r.p
 	err = st.fn(e, ctx, r, before)
 	if err == nil {
+		if st.name == StepCommit {
+			r.p.CommitRun = r.tries
+		}
 		var state json.RawMessage
 		if d := diff(old, r.p); d != nil {
 			state = d
 		}
-		if ferr := e.store.FinishStep(ctx, r.job, r.owner, st.name, jobstore.StepResult{Outcome: jobstore.OutcomeOK, State: state}); ferr != nil {
+		sr := jobstore.StepResult{Outcome: jobstore.OutcomeOK, State: state}
+		if st.name == StepCommit {
+			// The device holds the job's credentials from now on: they
+			// become active with this record, not only when the job
+			// succeeds, so a failed verification cannot leave the
+			// operator without the admin password.
+			sr.CredentialsVersion = r.credV
+			if len(r.p.CertDER) > 0 {
+				sum := sha256.Sum256(r.p.CertDER)
+				sr.TLSCertSHA256 = hex.EncodeToString(sum[:])
+			}
+		}
+		if ferr := e.store.FinishStep(ctx, r.job, r.owner, st.name, sr); ferr != nil {
 			span.RecordError(ferr)
 			return e.lost(st.name, ferr), true
 		}
+		if st.name == StepCommit {
+			r.pastCommit = true
+		}
 		span.SetAttributes(attribute.String("amtprov.step.outcome", jobstore.OutcomeOK))
 		return Result{}, false
+	}
+	if r.pastCommit {
+		err = afterCommit(err)
 	}
 	code := errcode.Classify(err)
 	info := errcode.Lookup(code)
@@ -372,6 +402,20 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 		"code", code, "retry", info.Retryable, "err", err)
 	return Result{Retry: info.Retryable, Err: err, Outcome: jobstore.Outcome{Step: st.name, Code: string(code),
 		Hint: info.Hint, Detail: detail(err), RV: rv}}, true
+}
+
+// afterCommit makes a failure after CommitChanges say that the device is
+// provisioned with the job's credentials (active since the commit was
+// recorded). A device that did not answer gets PROVISIONED_UNVERIFIED, still
+// retryable, instead of DEVICE_UNREACHABLE or DEVICE_BUSY, whose hints
+// would send the operator to wait for a hello the device no longer sends.
+func afterCommit(err error) error {
+	switch errcode.Classify(err) {
+	case errcode.DeviceUnreachable, errcode.DeviceBusy:
+		return errcode.Wrap(errcode.ProvisionedUnverified, err,
+			"the device committed its configuration and holds this job's credentials (active: amtprov device credentials UUID); verifying it failed")
+	}
+	return fmt.Errorf("after CommitChanges (the device holds this job's credentials, active): %w", err)
 }
 
 // diff returns the JSON of the fields of now that differ from old (what
@@ -398,6 +442,9 @@ func diff(old, now persisted) json.RawMessage {
 	str("cert_instance_id", old.CertInstanceID, now.CertInstanceID)
 	str("hostname", old.Hostname, now.Hostname)
 	str("domain_name", old.DomainName, now.DomainName)
+	if old.CommitRun != now.CommitRun && now.CommitRun != 0 {
+		changed["commit_run"] = now.CommitRun
+	}
 	if len(changed) == 0 {
 		return nil
 	}

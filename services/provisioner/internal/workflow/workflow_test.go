@@ -310,3 +310,138 @@ func TestCommitNotRecordedIsVerifiedNotRepeated(t *testing.T) {
 	}
 	adminLogin(t, e, dev)
 }
+
+// TestVerifyFailingAfterCommitKeepsTheDevicesCredentials: the device
+// vanishes right after CommitChanges and stays away through every try of
+// the verification, so the job ends failed. The device holds the job's
+// admin password all the same: from the recorded commit on, the job's
+// credentials are the device's only active ones, with the certificate pin,
+// and the failure says the device is provisioned (PROVISIONED_UNVERIFIED).
+// A later hello starts an attempt that is refused before it could make
+// new credentials.
+func TestVerifyFailingAfterCommitKeepsTheDevicesCredentials(t *testing.T) {
+	dom := provtest.NewDomain(t, "corp", "corp.example.com", provtest.LeafOptions{})
+	e := newEnv(t, dom)
+	// A long pause after the commit: the watcher below has all of it to
+	// take the device away before verify dials.
+	e.engine = workflow.New(workflow.Config{DevicePort: provtest.TLSPort, StepRetry: 300 * time.Millisecond, VerifyWait: 300 * time.Millisecond,
+		CallTimeout: 2 * time.Second, PostCommitPause: time.Second}, e.store, provtest.Domains{dom}, e.signer, e.keys)
+	o := provtest.FleetOptions(t, 1, 6, "127.0.0.1:1", dom)
+	o.LegacyShare = 0
+	f := provtest.StartFleet(t, o)
+	dev := f.Devices()[0]
+	uuid := dev.Config().UUID
+	ctx := context.Background()
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	vanished := make(chan error, 1)
+	go func() {
+		for dev.State() != amt.PostProvisioning {
+			select {
+			case <-watchCtx.Done():
+				vanished <- watchCtx.Err()
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+		vanished <- f.InjectFault(uuid, firmware.FaultUnreachable, time.Hour)
+	}()
+	t.Cleanup(stopWatch)
+
+	h := helloOf(dev, provtest.RootHash(t, dom))
+	const tries = 3 // the service's MaxDeliver: the job fails after this many runs
+	var job jobstore.Job
+	var res workflow.Result
+	for i := 1; i <= tries; i++ {
+		job, res = e.run(t, h, "w"+strconv.Itoa(i))
+		// The first run fails in verify; the later ones at connect (a
+		// resumed run reconnects first), counted as tries of verify.
+		wantStep := workflow.StepConnect
+		if i == 1 {
+			wantStep = workflow.StepVerify
+		}
+		if !res.Retry || res.Outcome.Code != string(errcode.ProvisionedUnverified) || res.Outcome.Step != wantStep || res.Tries != i {
+			t.Fatalf("run %d: retry=%v tries=%d %+v %v", i, res.Retry, res.Tries, res.Outcome, res.Err)
+		}
+		if i == 1 {
+			if err := <-vanished; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i < tries {
+			e.finish(t, job, "w"+strconv.Itoa(i), res)
+		}
+	}
+	if res.Outcome.Hint != errcode.Lookup(errcode.ProvisionedUnverified).Hint ||
+		!strings.Contains(res.Outcome.Detail, "holds this job's credentials") {
+		t.Fatalf("outcome does not say the device is provisioned: %+v", res.Outcome)
+	}
+	// Out of tries: the service ends the job failed with this outcome.
+	if err := e.store.Finish(ctx, job, "w"+strconv.Itoa(tries), res.Outcome); err != nil {
+		t.Fatal(err)
+	}
+	if dev.State() != amt.PostProvisioning {
+		t.Fatalf("device state %v", dev.State())
+	}
+	jc, err := e.store.JobCredentials(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(dev.ServerCertificate().Certificate[0])
+	checkActive := func(when string) {
+		t.Helper()
+		rows, err := e.store.Pool().Query(ctx, `SELECT version, tls_cert_sha256 FROM device_credentials WHERE uuid = $1 AND active`, uuid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type row struct {
+			version int
+			pin     string
+		}
+		var active []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.version, &r.pin); err != nil {
+				t.Fatal(err)
+			}
+			active = append(active, r)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if len(active) != 1 || active[0].version != jc.Version || active[0].pin != hex.EncodeToString(sum[:]) {
+			t.Fatalf("%s: active credentials %+v, want only version %d pinned to the device's certificate", when, active, jc.Version)
+		}
+	}
+	checkActive("job failed after commit")
+
+	// The device is back: the stored password logs in, a wrong one does not.
+	if err := f.InjectFault(uuid, firmware.FaultUnreachable, time.Nanosecond); err != nil {
+		t.Fatal(err)
+	}
+	adminLogin(t, e, dev)
+
+	// A later hello (RetryFailedAfter passed) starts a new attempt: the
+	// device is provisioned, the attempt fails before its credentials step.
+	var versions int
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := e.store.Pool().QueryRow(ctx, `SELECT count(*) FROM device_credentials WHERE uuid = $1`, uuid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	versions = count()
+	h2 := helloOf(dev, provtest.RootHash(t, dom))
+	job2, res2 := e.run(t, h2, "w-next")
+	if job2.ID == job.ID || res2.Retry || res2.Outcome.Code != string(errcode.AMTNotPermitted) {
+		t.Fatalf("new attempt (job %d after %d): %+v %v", job2.ID, job.ID, res2.Outcome, res2.Err)
+	}
+	e.finish(t, job2, "w-next", res2)
+	if n := count(); n != versions {
+		t.Fatalf("the new attempt stored credentials: %d rows, had %d", n, versions)
+	}
+	checkActive("after a new attempt")
+	adminLogin(t, e, dev)
+}
