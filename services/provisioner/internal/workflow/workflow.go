@@ -554,7 +554,7 @@ func (e *Engine) connect(ctx context.Context, r *run, _ jobstore.Step) error {
 				r.domain, r.p.Domain, r.toVerify = d, d.Name, true
 				return nil
 			}
-			return errcode.Wrap(errcode.AMTNotPermitted, err, "the device is already provisioned (it asks for digest credentials)")
+			return errcode.Wrap(errcode.AMTNotPermitted, err, "the device is already provisioned (it asks for digest credentials)%s", e.heldCredentials(ctx, r.job.UUID))
 		}
 		if errcode.Classify(err) != errcode.CertRejectedByDevice {
 			return fmt.Errorf("connect to %s with domain %s: %w", r.addr, d.Name, err)
@@ -605,6 +605,20 @@ func domainRoots(ds []Domain) string {
 	return strings.Join(b, " ")
 }
 
+// heldCredentials tells the operator of a device found provisioned which
+// active credentials amtprov holds for it ("" when none or unreadable).
+func (e *Engine) heldCredentials(ctx context.Context, uuid string) string {
+	c, err := e.store.DeviceCredentials(ctx, uuid)
+	if err != nil || !c.Active {
+		return ""
+	}
+	by := ""
+	if c.JobID != nil {
+		by = fmt.Sprintf(" from job %d", *c.JobID)
+	}
+	return fmt.Sprintf("; amtprov holds its active credentials (version %d%s, source %s): amtprov device credentials %s", c.Version, by, c.Source, uuid)
+}
+
 // readSettings reads realm, version and setup state (§6.3 step 1) and
 // picks the profile.
 func (e *Engine) readSettings(ctx context.Context, r *run, _ jobstore.Step) error {
@@ -636,7 +650,7 @@ func (e *Engine) readSettings(ctx context.Context, r *run, _ jobstore.Step) erro
 			r.toVerify = true // our own commit went through before we could record it
 			break
 		}
-		return errcode.New(errcode.AMTNotPermitted, "the device is already provisioned (post-provisioning)")
+		return errcode.New(errcode.AMTNotPermitted, "the device is already provisioned (post-provisioning)%s", e.heldCredentials(ctx, r.job.UUID))
 	default:
 		return errcode.New(errcode.AMTInvalidState, "the device is in %s-provisioning, not in setup mode", r.state)
 	}

@@ -324,8 +324,8 @@ func TestVerifyFailingAfterCommitKeepsTheDevicesCredentials(t *testing.T) {
 	e := newEnv(t, dom)
 	// A long pause after the commit: the watcher below has all of it to
 	// take the device away before verify dials.
-	e.engine = workflow.New(workflow.Config{DevicePort: provtest.TLSPort, StepRetry: 300 * time.Millisecond, VerifyWait: 300 * time.Millisecond,
-		CallTimeout: 2 * time.Second, PostCommitPause: time.Second}, e.store, provtest.Domains{dom}, e.signer, e.keys)
+	e.engine = workflow.New(workflow.Config{DevicePort: provtest.TLSPort, StepRetry: time.Second, VerifyWait: 300 * time.Millisecond,
+		CallTimeout: 15 * time.Second, PostCommitPause: time.Second}, e.store, provtest.Domains{dom}, e.signer, e.keys)
 	o := provtest.FleetOptions(t, 1, 6, "127.0.0.1:1", dom)
 	o.LegacyShare = 0
 	f := provtest.StartFleet(t, o)
@@ -435,7 +435,8 @@ func TestVerifyFailingAfterCommitKeepsTheDevicesCredentials(t *testing.T) {
 	versions = count()
 	h2 := helloOf(dev, provtest.RootHash(t, dom))
 	job2, res2 := e.run(t, h2, "w-next")
-	if job2.ID == job.ID || res2.Retry || res2.Outcome.Code != string(errcode.AMTNotPermitted) {
+	if job2.ID == job.ID || res2.Retry || res2.Outcome.Code != string(errcode.AMTNotPermitted) ||
+		!strings.Contains(res2.Outcome.Detail, "active credentials (version "+strconv.Itoa(jc.Version)+" from job "+strconv.FormatInt(job.ID, 10)) {
 		t.Fatalf("new attempt (job %d after %d): %+v %v", job2.ID, job.ID, res2.Outcome, res2.Err)
 	}
 	e.finish(t, job2, "w-next", res2)
