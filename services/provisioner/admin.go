@@ -85,7 +85,7 @@ type Credentials struct {
 	TLSCertSHA256 string `json:"tls_cert_sha256"`
 	Source        string `json:"source"`
 	Version       int    `json:"version"`
-	Confirmed     bool   `json:"confirmed"` // active: set on the device by a successful job
+	Confirmed     bool   `json:"confirmed"` // active: the device confirmed CommitChanges with these (a recorded commit step)
 }
 
 // Admin subjects served by the provisioner.
@@ -235,7 +235,9 @@ func (s *Service) Explain(ctx context.Context, r UUIDRequest) (Explanation, erro
 		info := errcode.Lookup(errcode.Code(j.ErrorCode))
 		e.Summary = fmt.Sprintf("attempt %d failed at step %s with %s: %s", j.Attempt, orNone(e.Step), j.ErrorCode, info.Summary)
 		e.Fix = info.Hint
-		if s.cfg.RetryFailedAfter > 0 {
+		// A device that committed is provisioned and sends no more hellos,
+		// so no new attempt would come.
+		if s.cfg.RetryFailedAfter > 0 && errcode.Code(j.ErrorCode) != errcode.ProvisionedUnverified {
 			e.Fix += fmt.Sprintf(" (the device's next hello after %s starts a new attempt)", fmtTime(ptrAdd(j.FinishedAt, s.cfg.RetryFailedAfter)))
 		}
 	}
