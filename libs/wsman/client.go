@@ -42,10 +42,10 @@ const (
 	closeWait     = time.Second
 	maxCloseDrain = 64 << 10
 	// closeGrace is how long after a connection is closed on both sides
-	// the next one may open: the device may still be releasing the old
-	// session when its FIN has reached us (amtsim counts it until its
-	// server has also run its close bookkeeping, which waits for a lock the
-	// whole fleet shares; firmware frees the session slot after the socket).
+	// the next one may open: firmware may free its session slot only after
+	// its socket is gone. (amtsim used to count a session until after its
+	// close bookkeeping, which this margin covered; since it counts the
+	// session closed before its FIN, the margin is kept for real devices.)
 	closeGrace = 50 * time.Millisecond
 )
 

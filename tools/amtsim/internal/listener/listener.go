@@ -245,6 +245,9 @@ func (e *Endpoint) Pong(ping rmcp.Ping) rmcp.Pong {
 func abort(c net.Conn) {
 	raw := c
 	for {
+		if sc, ok := raw.(interface{ endSession() }); ok {
+			sc.endSession()
+		}
 		u, ok := raw.(interface{ NetConn() net.Conn })
 		if !ok {
 			break

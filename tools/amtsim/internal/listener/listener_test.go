@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -405,6 +406,27 @@ func testSessionCounters(t *testing.T, rigs []*rig) {
 			t.Fatal("session never closed")
 		}
 		time.Sleep(time.Millisecond)
+	}
+	// The device's FIN comes after the session stopped counting: a client
+	// that waits for it (as amtprov's wsman client does before its next
+	// connection) never finds its previous session still counted. Here the
+	// device hangs up on a request that is not TLS.
+	for i := range 50 {
+		c, err := net.Dial("tcp", r.hostport(r.ports.TLSPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.Copy(io.Discard, c)
+		c.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("connection %d: the device did not hang up", i)
+		}
+		if n := r.d.Counters.Sessions.Load(); n != 0 {
+			t.Fatalf("connection %d: %d sessions still counted after the device's FIN", i, n)
+		}
 	}
 }
 

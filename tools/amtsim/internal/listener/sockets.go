@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/amtprov/amtprov/tools/amtsim/firmware"
 	"github.com/amtprov/amtprov/tools/amtsim/internal/probes"
 )
 
@@ -111,12 +112,12 @@ func bind(ctx context.Context, addr netip.Addr, cfg Config, lookup func(netip.Ad
 	errLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	s.httpSrv = &http.Server{
 		Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
-		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, ConnState: s.connState, ErrorLog: errLog,
+		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, ErrorLog: errLog,
 		ConnContext: s.connContext,
 	}
 	s.tlsSrv = &http.Server{
 		Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
-		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, ConnState: s.connState, ErrorLog: errLog,
+		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, ErrorLog: errLog,
 		ConnContext: s.connContext,
 		TLSConfig:   &tls.Config{GetConfigForClient: s.tlsConfig},
 		// AMT speaks HTTP/1.1 only; a non-nil empty map keeps h2 out of ALPN.
@@ -186,7 +187,8 @@ func (g *gate) Accept() (net.Conn, error) {
 		if ep != nil {
 			ep.Probes.Add(g.kind, time.Now())
 			if ep.portOpen(g.kind) {
-				return c, nil
+				ep.d.Counters.SessionOpened()
+				return &sessionConn{Conn: c, counters: &ep.d.Counters}, nil
 			}
 		}
 		abort(c)
@@ -207,18 +209,28 @@ func (s *Sockets) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	ep.ServeHTTP(w, r)
 }
 
-func (s *Sockets) connState(c net.Conn, st http.ConnState) {
-	ep := s.lookup(localAddr(c))
-	if ep == nil {
-		return
-	}
-	switch st {
-	case http.StateNew:
-		ep.d.Counters.SessionOpened()
-	case http.StateClosed, http.StateHijacked:
-		ep.d.Counters.SessionClosed()
-	}
+// sessionConn counts one session on its device from accept to close. The
+// count drops before the socket is closed, so a client that has seen the
+// device's FIN can never find its previous session still counted (counting
+// from net/http's ConnState dropped it only after the server's close
+// bookkeeping, behind a lock every device on the socket shares: a client
+// that waited for the FIN was still seen as a second session under load).
+type sessionConn struct {
+	net.Conn
+	counters *firmware.Counters
+	once     sync.Once
 }
+
+// endSession drops the count once; abort calls it before a reset too.
+func (c *sessionConn) endSession() { c.once.Do(c.counters.SessionClosed) }
+
+func (c *sessionConn) Close() error {
+	c.endSession()
+	return c.Conn.Close()
+}
+
+// NetConn is the accepted TCP connection (abort resets it).
+func (c *sessionConn) NetConn() net.Conn { return c.Conn }
 
 func (s *Sockets) tlsConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	ep := s.lookup(localAddr(hello.Conn))
