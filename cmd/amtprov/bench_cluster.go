@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -167,15 +166,14 @@ func benchCluster(ctx context.Context, o benchOptions, c benchConfig, r *benchRu
 // waitUpState waits for `amtprov up` to write its state file (it does so
 // right before its ready line) and reads it.
 func waitUpState(ctx context.Context, up *upProc, dir string) (upState, error) {
-	var st upState
-	path := filepath.Join(dir, upStateFile)
 	deadline := time.NewTimer(benchClusterReady)
 	defer deadline.Stop()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		// A file that does not parse yet is being written: poll on.
-		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &st) == nil {
+		// A file that is missing or does not parse yet: poll on.
+		st, err := readUpState(dir)
+		if err == nil {
 			return st, nil
 		}
 		select {

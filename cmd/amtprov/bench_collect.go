@@ -214,9 +214,18 @@ func (c *benchCollector) measures() benchMeasures {
 			lat = append(lat, float64(at.Sub(f))/float64(time.Millisecond))
 		}
 	}
+	m.setProgress(lat, done)
+	return m
+}
+
+// setProgress sets the latency percentiles (lat: ms per device), the
+// provisioned rate and span and the curve (done: seconds from the first
+// hello to each success) from unsorted observations.
+func (m *benchMeasures) setProgress(lat, done []float64) {
 	slices.Sort(lat)
 	slices.Sort(done)
 	m.Latency = benchLatency{P50: percentile(lat, 50), P95: percentile(lat, 95), P99: percentile(lat, 99)}
+	m.ProvisionedPerS, m.SpanS = 0, 0
 	if len(done) > 0 {
 		m.SpanS = done[len(done)-1]
 		if m.SpanS > 0 {
@@ -224,7 +233,6 @@ func (c *benchCollector) measures() benchMeasures {
 		}
 	}
 	m.Curve = curve(done, maxCurvePoints)
-	return m
 }
 
 // percentile is the nearest-rank percentile of sorted values (0 for none).
@@ -349,17 +357,7 @@ func (c *benchCollector) groundTruthMeasures(m benchMeasures, seen map[string]ti
 		lat = append(lat, float64(at.Sub(f))/float64(time.Millisecond))
 		done = append(done, at.Sub(c.firstSeen).Seconds())
 	}
-	slices.Sort(lat)
-	slices.Sort(done)
 	m.Provisioned = len(done)
-	m.Latency = benchLatency{P50: percentile(lat, 50), P95: percentile(lat, 95), P99: percentile(lat, 99)}
-	m.ProvisionedPerS, m.SpanS = 0, 0
-	if len(done) > 0 {
-		m.SpanS = done[len(done)-1]
-		if m.SpanS > 0 {
-			m.ProvisionedPerS = float64(len(done)) / m.SpanS
-		}
-	}
-	m.Curve = curve(done, maxCurvePoints)
+	m.setProgress(lat, done)
 	return m
 }
