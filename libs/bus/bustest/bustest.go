@@ -43,23 +43,9 @@ func Server(t testing.TB) *server.Server {
 
 func newServer(t testing.TB) *server.Server {
 	t.Helper()
-	opts := &server.Options{
-		ServerName: "bustest",
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   t.TempDir(),
-		NoLog:      true,
-		NoSigs:     true,
-	}
-	s, err := server.NewServer(opts)
+	s, err := startServer("bustest", t.TempDir())
 	if err != nil {
-		t.Fatalf("bustest: new nats server: %v", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(startTimeout) {
-		s.Shutdown()
-		t.Fatalf("bustest: nats server not ready within %s", startTimeout)
+		t.Fatalf("bustest: %v", err)
 	}
 	t.Cleanup(func() {
 		s.Shutdown()
@@ -97,6 +83,22 @@ func ConnectTo(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// startServer runs a JetStream server on a random loopback port storing
+// under dir, once it accepts connections.
+func startServer(name, dir string) (*server.Server, error) {
+	s, err := server.NewServer(&server.Options{ServerName: name, Host: "127.0.0.1", Port: -1,
+		JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, fmt.Errorf("new nats server: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(startTimeout) {
+		s.Shutdown()
+		return nil, fmt.Errorf("nats server not ready within %s", startTimeout)
+	}
+	return s, nil
+}
+
 // childEnv names the environment variable that turns a test binary into a
 // NATS server process (see ServeIfChild).
 const childEnv = "BUSTEST_NATS_SERVER_DIR"
@@ -111,15 +113,9 @@ func ServeIfChild() {
 	if dir == "" {
 		return
 	}
-	s, err := server.NewServer(&server.Options{ServerName: "bustest-child", Host: "127.0.0.1", Port: -1,
-		JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	s, err := startServer("bustest-child", dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bustest child:", err)
-		os.Exit(2)
-	}
-	s.Start()
-	if !s.ReadyForConnections(startTimeout) {
-		fmt.Fprintln(os.Stderr, "bustest child: server not ready")
 		os.Exit(2)
 	}
 	fmt.Println(s.ClientURL())
