@@ -217,3 +217,32 @@ func TestNewLogger(t *testing.T) {
 		})
 	}
 }
+
+func TestSeriesValue(t *testing.T) {
+	text := "# HELP x_total X.\n# TYPE x_total counter\n" +
+		"x_total{outcome=\"ok\",code=\"\"} 3\n" +
+		"x_total{outcome=\"failed\",code=\"E1\"} 2\n" +
+		"x_seconds_bucket{le=\"+Inf\"} 7\n" +
+		"x 1.5\n"
+	tests := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+		ok     bool
+	}{
+		{"x_total", map[string]string{"outcome": "failed"}, 2, true},
+		{"x_total", map[string]string{"outcome": "ok"}, 3, true},
+		{"x_total", map[string]string{"outcome": "failed", "code": "E2"}, 0, false},
+		{"x_total", map[string]string{"reason": ""}, 3, true}, // absent label
+		{"x_total", map[string]string{"code": ""}, 0, false},  // present on every series
+		{"x_seconds_bucket", map[string]string{"le": "+Inf"}, 7, true},
+		{"x", nil, 1.5, true},
+		{"y", nil, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := SeriesValue(text, tt.name, tt.labels)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("SeriesValue(%s, %v) = %v, %v; want %v, %v", tt.name, tt.labels, got, ok, tt.want, tt.ok)
+		}
+	}
+}

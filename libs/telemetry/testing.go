@@ -1,6 +1,9 @@
 package telemetry
 
 import (
+	"strconv"
+	"strings"
+
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -30,4 +33,31 @@ func NewForTest(service string) (Providers, *tracetest.SpanRecorder) {
 
 func testResource(service string) *resource.Resource {
 	return resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(service))
+}
+
+// SeriesValue returns the value of the first series called name in text
+// (the Prometheus exposition a Providers.Metrics handler serves) whose
+// labels include labels; a label wanted as "" must be absent. It is for
+// tests that read what /metrics exposes.
+func SeriesValue(text, name string, labels map[string]string) (float64, bool) {
+	for line := range strings.Lines(text) {
+		line = strings.TrimRight(line, "\n")
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		match := true
+		for k, v := range labels {
+			if v == "" {
+				match = match && !strings.Contains(line, k+`="`)
+			} else {
+				match = match && strings.Contains(line, k+`="`+v+`"`)
+			}
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		return v, err == nil
+	}
+	return 0, false
 }

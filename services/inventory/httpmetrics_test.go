@@ -1,7 +1,6 @@
 package inventory_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -82,15 +81,15 @@ func TestReadAPIMetrics(t *testing.T) {
 		labels := map[string]string{"http_request_method": rq.wantMethod, "http_route": rq.route,
 			"http_response_status_code": strconv.Itoa(rq.status), "url_scheme": "http"}
 		name := fmt.Sprintf("%s %s -> %d", rq.method, rq.path, rq.status)
-		if n, ok := seriesValue(text, "http_server_request_duration_seconds_count", labels); !ok || n != 1 {
+		if n, ok := telemetry.SeriesValue(text, "http_server_request_duration_seconds_count", labels); !ok || n != 1 {
 			t.Errorf("%s: %v requests counted (series exposed %v), want 1", name, n, ok)
 		}
-		sum, _ := seriesValue(text, "http_server_request_duration_seconds_sum", labels)
+		sum, _ := telemetry.SeriesValue(text, "http_server_request_duration_seconds_sum", labels)
 		if sum <= 0 || sum > 10 {
 			t.Errorf("%s: duration %v s, want (0, 10]", name, sum)
 		}
 		labels["le"] = "+Inf"
-		if n, _ := seriesValue(text, "http_server_request_duration_seconds_bucket", labels); n != 1 {
+		if n, _ := telemetry.SeriesValue(text, "http_server_request_duration_seconds_bucket", labels); n != 1 {
 			t.Errorf("%s: +Inf bucket %v, want 1", name, n)
 		}
 	}
@@ -130,32 +129,4 @@ func scrape(t testing.TB, h http.Handler) string {
 		t.Fatalf("/metrics: %d", rec.Code)
 	}
 	return rec.Body.String()
-}
-
-// seriesValue returns the value of the series called name in the
-// Prometheus text whose labels include labels; a label wanted as "" must
-// be absent.
-func seriesValue(text, name string, labels map[string]string) (float64, bool) {
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		match := true
-		for k, v := range labels {
-			if v == "" {
-				match = match && !strings.Contains(line, k+`="`)
-			} else {
-				match = match && strings.Contains(line, k+`="`+v+`"`)
-			}
-		}
-		if !match {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		return v, err == nil
-	}
-	return 0, false
 }
