@@ -85,7 +85,7 @@ func New(source string, p Payload, id string) (Envelope, error) {
 	if err := validToken(key); err != nil {
 		return Envelope{}, fmt.Errorf("new %s event: key: %w", k.Type, err)
 	}
-	data, err := json.Marshal(p)
+	data, err := marshal(p)
 	if err != nil {
 		return Envelope{}, fmt.Errorf("new %s event: %w", k.Type, err)
 	}
