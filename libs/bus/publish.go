@@ -1,7 +1,9 @@
 package bus
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -49,7 +51,7 @@ const publishRetryMax = 30 * time.Second
 // Publisher publishes events to the AMT stream. It is safe for concurrent
 // use.
 type Publisher struct {
-	js         jetstream.JetStream
+	nc         *nats.Conn
 	source     string
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
@@ -72,18 +74,50 @@ func NewPublisher(js jetstream.JetStream, source string, tel telemetry.Providers
 	if err != nil {
 		published = noopCounter()
 	}
-	return &Publisher{js: js, source: source, tracer: tel.Tracer.Tracer(scope), propagator: tel.Propagator, published: published}
+	return &Publisher{nc: js.Conn(), source: source, tracer: tel.Tracer.Tracer(scope), propagator: tel.Propagator, published: published}
 }
 
 // Publish builds the envelope of payload with events.New (id should be
 // derived from the fact reported, so retries are de-duplicated; "" gets a
 // random id) and publishes it like PublishEnvelope.
-func (p *Publisher) Publish(ctx context.Context, payload events.Payload, id string) error {
+func (p *Publisher) Publish(ctx context.Context, payload events.Payload, id string, opts ...PublishOption) error {
 	env, err := events.New(p.source, payload, id)
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	return p.PublishEnvelope(ctx, env)
+	var o publishOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return p.publishEnvelope(ctx, env, o)
+}
+
+// PublishOption changes one publish.
+type PublishOption func(*publishOptions)
+
+type publishOptions struct {
+	inCallerSpan bool
+}
+
+// InCallerSpan makes the span already in ctx stand for the send: no producer
+// span is started and that span's context travels in the headers. The
+// caller starts its span with SendAttributes among its attributes. For a
+// caller whose span exists only to send one event (the hello listener's span
+// per hello), a second span doubled the tracing cost of the hot path for no
+// information.
+func InCallerSpan() PublishOption { return func(o *publishOptions) { o.inCallerSpan = true } }
+
+// SendAttributes appends the messaging attributes of a send of the event
+// (topic, ce-id, ce-type) to attrs: what the producer span of a publish
+// carries, for a caller that publishes InCallerSpan.
+func SendAttributes(attrs []attribute.KeyValue, topic, id, ceType string) []attribute.KeyValue {
+	return append(attrs,
+		attrSystem.String("nats"),
+		attrDestination.String(topic),
+		attrOperationType.String("send"),
+		attrMessageID.String(id),
+		attrCEType.String(ceType),
+	)
 }
 
 // PublishEnvelope publishes env to its subject with the CloudEvents headers,
@@ -93,27 +127,31 @@ func (p *Publisher) Publish(ctx context.Context, payload events.Payload, id stri
 // failures (no stream leader yet, timeouts) are retried with capped backoff
 // until ctx ends.
 func (p *Publisher) PublishEnvelope(ctx context.Context, env events.Envelope) error {
+	return p.publishEnvelope(ctx, env, publishOptions{})
+}
+
+func (p *Publisher) publishEnvelope(ctx context.Context, env events.Envelope, o publishOptions) error {
 	k, ok := events.KindOf(env.Type)
 	if !ok || !strings.HasPrefix(env.Topic, k.Prefix+".") || env.ID == "" || env.Source == "" {
 		return fmt.Errorf("publish %q on %q: %w: not a well-formed envelope", env.Type, env.Topic, events.ErrInvalid)
 	}
-	ctx, span := p.tracer.Start(ctx, "send "+k.Prefix,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
-			attrSystem.String("nats"),
-			attrDestination.String(env.Topic),
-			attrOperationType.String("send"),
-			attrMessageID.String(env.ID),
-			attrCEType.String(env.Type),
-		))
-	defer span.End()
+	var span trace.Span
+	if o.inCallerSpan {
+		span = trace.SpanFromContext(ctx)
+	} else {
+		var attrs [5]attribute.KeyValue
+		ctx, span = p.tracer.Start(ctx, "send "+k.Prefix, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(SendAttributes(attrs[:0], env.Topic, env.ID, env.Type)...))
+		defer span.End()
+	}
 
 	msg := &nats.Msg{Subject: env.Topic, Header: nats.Header(env.Headers()), Data: env.Data}
 	p.propagator.Inject(ctx, headerCarrier(msg.Header))
 
-	var ack *jetstream.PubAck
+	msg.Header[jetstream.ExpectedStreamHeader] = expectStream
+	var ack pubAck
 	op := func() error {
-		a, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(events.StreamName))
+		a, err := p.request(ctx, msg)
 		if err != nil {
 			if transientPublishError(ctx, err) {
 				return err
@@ -143,7 +181,7 @@ func (p *Publisher) PublishEnvelope(ctx context.Context, env events.Envelope) er
 		outcome = "error"
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "publish failed")
-	case ack.Duplicate:
+	case ack.duplicate:
 		outcome = "duplicate"
 	}
 	if outcome == "duplicate" {
@@ -156,6 +194,72 @@ func (p *Publisher) PublishEnvelope(ctx context.Context, env events.Envelope) er
 		return fmt.Errorf("publish %s %s: %w", env.Topic, env.ID, err)
 	}
 	return nil
+}
+
+// expectStream is the Nats-Expected-Stream value of every publish: the
+// server refuses an event whose subject some other stream captured.
+var expectStream = []string{events.StreamName}
+
+// pubAck is what a publish needs of JetStream's PubAck.
+type pubAck struct {
+	seq       uint64
+	duplicate bool
+}
+
+// request is jetstream.PublishMsg for this package's one case (the
+// expected-stream header already set, retries done by the caller), without
+// its option handling and its reflective decoding of every PubAck: those
+// were ≈ 5 µs of a hello's publish (docs/benchmarks.md).
+func (p *Publisher) request(ctx context.Context, msg *nats.Msg) (pubAck, error) {
+	resp, err := p.nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return pubAck{}, jetstream.ErrNoStreamResponse
+		}
+		return pubAck{}, err
+	}
+	return parsePubAck(resp.Data)
+}
+
+// pubAckPrefix starts the PubAck nats-server 2.15 writes for the AMT stream
+// without a JetStream domain: {"stream":"AMT","seq":N} with
+// ,"duplicate": true before the brace for a duplicate.
+var pubAckPrefix = []byte(`{"stream":"` + events.StreamName + `","seq":`)
+
+// parsePubAck reads a PubAck. The server's fixed layout is read directly;
+// anything else (a domain, an error, another server's spacing) goes through
+// encoding/json, with jetstream.PublishMsg's errors.
+func parsePubAck(data []byte) (pubAck, error) {
+	if rest, ok := bytes.CutPrefix(data, pubAckPrefix); ok {
+		i := 0
+		var seq uint64
+		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' && i < 20 {
+			seq = seq*10 + uint64(rest[i]-'0')
+			i++
+		}
+		if i > 0 && i < 20 && (rest[0] != '0' || i == 1) { // JSON has no leading zeros
+			switch string(rest[i:]) {
+			case "}":
+				return pubAck{seq: seq}, nil
+			case `,"duplicate": true}`, `,"duplicate":true}`:
+				return pubAck{seq: seq, duplicate: true}, nil
+			}
+		}
+	}
+	var r struct {
+		Error *jetstream.APIError `json:"error,omitempty"`
+		jetstream.PubAck
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return pubAck{}, jetstream.ErrInvalidJSAck
+	}
+	if r.Error != nil {
+		return pubAck{}, fmt.Errorf("nats: %w", r.Error)
+	}
+	if r.Stream == "" {
+		return pubAck{}, jetstream.ErrInvalidJSAck
+	}
+	return pubAck{seq: r.Sequence, duplicate: r.Duplicate}, nil
 }
 
 // outcomeOpt returns the cached attribute set of the published counter.
