@@ -21,12 +21,14 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/amtprov/amtprov/libs/amt"
+	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/events"
 )
 
 // Publisher puts an event on the bus and returns once it is stored.
+// *bus.Publisher is the one implementation.
 type Publisher interface {
-	Publish(ctx context.Context, payload events.Payload, id string) error
+	Publish(ctx context.Context, payload events.Payload, id string, opts ...bus.PublishOption) error
 }
 
 // Config tunes the listener. Zero values take the defaults in parentheses.
@@ -90,22 +92,24 @@ type Listener struct {
 	log    *slog.Logger
 	tracer trace.Tracer
 
-	received  metric.Int64Counter
-	rejected  metric.Int64Counter
-	published metric.Int64Counter
-	active    metric.Int64UpDownCounter
-	latency   metric.Float64Histogram
+	rejected metric.Int64Counter
+	latency  metric.Float64Histogram
 
-	reasonOpts map[string]metric.AddOption // per reason, built once in New
+	reasonOpts  map[string]metric.AddOption // per reason, built once in New
+	helloPrefix string                      // subject of a hello without its key
 
 	sem      chan struct{}
+	conns    chan net.Conn // to idle workers (dispatch)
+	workers  atomic.Int64
 	limiters *ipLimiters
 	logLimit *rate.Limiter
 	bufs     sync.Pool
 
-	// status page numbers
-	nReceived, nPublished, nRejected atomic.Int64
-	started                          time.Time
+	// Counted here and read by the metrics callback and the status page: an
+	// atomic add is a fraction of a synchronous instrument's Add, which was
+	// paid three to four times per hello (docs/benchmarks.md).
+	nReceived, nPublished, nRejected, nActive atomic.Int64
+	started                                   time.Time
 
 	mu sync.Mutex
 	ln net.Listener
@@ -131,22 +135,36 @@ func New(cfg Config, pub Publisher, opts Options) (*Listener, error) {
 		log:      opts.Logger,
 		tracer:   opts.Tracer.Tracer("github.com/amtprov/amtprov/services/hello-listener"),
 		sem:      make(chan struct{}, cfg.MaxConns),
+		conns:    make(chan net.Conn),
 		limiters: newIPLimiters(rate.Limit(cfg.PerIPRate), cfg.PerIPBurst),
 		logLimit: rate.NewLimiter(rate.Limit(cfg.RejectLogRate), int(cfg.RejectLogRate)+1),
 		started:  time.Now(),
 	}
+	k, _ := events.KindOf(events.TypeDeviceHello)
+	l.helloPrefix = k.Prefix + "."
 	l.bufs.New = func() any { b := make([]byte, min(initialReadBuf, cfg.MaxBytes+1)); return &b }
 	var err error
-	if l.received, err = m.Int64Counter("hellos_received", metric.WithDescription("Connections that delivered bytes to the hello port.")); err != nil {
-		return nil, err
-	}
 	if l.rejected, err = m.Int64Counter("hellos_rejected", metric.WithDescription("Hellos dropped before the bus, by reason.")); err != nil {
 		return nil, err
 	}
-	if l.published, err = m.Int64Counter("hellos_published", metric.WithDescription("Hellos stored in JetStream.")); err != nil {
+	received, err := m.Int64ObservableCounter("hellos_received", metric.WithDescription("Connections that delivered bytes to the hello port."))
+	if err != nil {
 		return nil, err
 	}
-	if l.active, err = m.Int64UpDownCounter("hello_connections_active", metric.WithDescription("Open hello connections.")); err != nil {
+	published, err := m.Int64ObservableCounter("hellos_published", metric.WithDescription("Hellos stored in JetStream."))
+	if err != nil {
+		return nil, err
+	}
+	active, err := m.Int64ObservableUpDownCounter("hello_connections_active", metric.WithDescription("Open hello connections."))
+	if err != nil {
+		return nil, err
+	}
+	if _, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(received, l.nReceived.Load())
+		o.ObserveInt64(published, l.nPublished.Load())
+		o.ObserveInt64(active, l.nActive.Load())
+		return nil
+	}, received, published, active); err != nil {
 		return nil, err
 	}
 	if l.latency, err = m.Float64Histogram("hello_ingest_seconds", metric.WithUnit("s"),
@@ -181,6 +199,7 @@ func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 	l.ln = ln
 	l.mu.Unlock()
 	var wg sync.WaitGroup
+	quit := make(chan struct{}) // closed when Serve returns: idle workers exit
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	sweep := time.NewTicker(time.Minute)
@@ -200,6 +219,7 @@ func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
+				close(quit)
 				wg.Wait()
 				return nil
 			}
@@ -215,6 +235,7 @@ func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 				}
 				continue
 			}
+			close(quit)
 			wg.Wait()
 			return fmt.Errorf("hello listener: accept: %w", err)
 		}
@@ -226,13 +247,51 @@ func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 			_ = conn.Close()
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-l.sem }()
-			l.handle(context.WithoutCancel(ctx), conn)
-		}()
+		l.dispatch(context.WithoutCancel(ctx), &wg, quit, conn)
 	}
+}
+
+// workerIdle is how long a connection worker waits for the next connection
+// before it exits.
+const workerIdle = 5 * time.Second
+
+// dispatch hands conn to an idle worker, or starts one. Workers outlive
+// their connection: a fresh goroutine per hello grew its stack during the
+// publish every time (≈ 5 µs per hello in the ingest profile,
+// docs/benchmarks.md), while a reused worker keeps its grown stack. The
+// workers are bounded by MaxConns, as the connections are (l.sem).
+func (l *Listener) dispatch(ctx context.Context, wg *sync.WaitGroup, quit <-chan struct{}, conn net.Conn) {
+	select {
+	case l.conns <- conn:
+		return
+	default:
+	}
+	if l.workers.Add(1) > int64(l.cfg.MaxConns) {
+		// Every worker slot is taken but a connection slot was free: a
+		// worker is between connections; wait for it.
+		l.workers.Add(-1)
+		l.conns <- conn
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer l.workers.Add(-1)
+		idle := time.NewTimer(workerIdle)
+		defer idle.Stop()
+		for {
+			l.handle(ctx, conn)
+			<-l.sem
+			idle.Reset(workerIdle)
+			select {
+			case conn = <-l.conns:
+			case <-idle.C:
+				return
+			case <-quit:
+				return
+			}
+		}
+	}()
 }
 
 // Addr is the bound address once Serve runs.
@@ -247,8 +306,8 @@ func (l *Listener) Addr() net.Addr {
 
 func (l *Listener) handle(ctx context.Context, conn net.Conn) {
 	start := time.Now()
-	l.active.Add(ctx, 1)
-	defer l.active.Add(ctx, -1)
+	l.nActive.Add(1)
+	defer l.nActive.Add(-1)
 	defer conn.Close()
 
 	var remote netip.AddrPort
@@ -267,7 +326,6 @@ func (l *Listener) handle(ctx context.Context, conn net.Conn) {
 	defer l.bufs.Put(bp)
 	n, buf, reason, err := l.readHello(conn, *bp)
 	if n > 0 {
-		l.received.Add(ctx, 1)
 		l.nReceived.Add(1)
 	}
 	if reason == "http" {
@@ -346,21 +404,26 @@ func (l *Listener) readHello(conn net.Conn, buf []byte) (int, []byte, string, er
 
 func (l *Listener) publish(ctx context.Context, h amt.Hello, remote netip.AddrPort, start time.Time) {
 	uuid := h.UUID.String()
+	ip := remote.Addr().Unmap().String()
+	id := events.HelloID(uuid, h.RetryCount)
+	// The span stands for the publish too (bus.InCallerSpan), so it carries
+	// the send's attributes from its start: set later they cost a copy.
+	var attrs [10]attribute.KeyValue
 	ctx, span := l.tracer.Start(ctx, "hello.receive",
 		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(start),
-		trace.WithAttributes(
+		trace.WithAttributes(bus.SendAttributes(append(attrs[:0],
 			attribute.String("amt.device.uuid", uuid),
-			attribute.String("net.peer.ip", remote.Addr().String()),
+			attribute.String("net.peer.ip", ip),
 			attribute.Int("amt.hello.interface_version", int(h.InterfaceVersion)),
 			attribute.Int64("amt.hello.retry_count", int64(h.RetryCount)),
 			attribute.Int("amt.hello.root_hashes", len(h.RootHashes)),
-		))
+		), l.helloPrefix+uuid, id, events.TypeDeviceHello)...))
 	defer span.End()
 
 	ev := &events.DeviceHello{
 		UUID:                uuid,
-		SourceIP:            remote.Addr().Unmap().String(),
+		SourceIP:            ip,
 		SourcePort:          int(remote.Port()),
 		InterfaceVersion:    int(h.InterfaceVersion),
 		AdminCredentialsSet: h.AdminCredentialsSet,
@@ -375,7 +438,7 @@ func (l *Listener) publish(ctx context.Context, h amt.Hello, remote netip.AddrPo
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PublishTimeout)
 	defer cancel()
-	if err := l.pub.Publish(pctx, ev, events.HelloID(uuid, h.RetryCount)); err != nil {
+	if err := l.pub.Publish(pctx, ev, id, bus.InCallerSpan()); err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "publish failed")
 		// The firmware sends the hello again on its schedule (PROTOCOL.md §3),
@@ -383,7 +446,6 @@ func (l *Listener) publish(ctx context.Context, h amt.Hello, remote netip.AddrPo
 		l.reject(ctx, netAddr(remote), ReasonPublish, err)
 		return
 	}
-	l.published.Add(ctx, 1)
 	l.nPublished.Add(1)
 	l.latency.Record(ctx, time.Since(start).Seconds())
 }

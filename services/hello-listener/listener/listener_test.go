@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/bus"
@@ -30,12 +32,13 @@ type fixture struct {
 	addr    string
 	js      jetstream.JetStream
 	metrics http.Handler
+	spans   *tracetest.SpanRecorder
 }
 
 func start(t *testing.T, cfg listener.Config) fixture {
 	t.Helper()
 	_, js := bustest.Connect(t)
-	tel, _ := telemetry.NewForTest("hello-listener")
+	tel, spans := telemetry.NewForTest("hello-listener")
 	pub := bus.NewPublisher(js, "/hello-listener/test", tel)
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
@@ -60,7 +63,7 @@ func start(t *testing.T, cfg listener.Config) fixture {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return fixture{l: l, addr: ln.Addr().String(), js: js, metrics: tel.Metrics}
+	return fixture{l: l, addr: ln.Addr().String(), js: js, metrics: tel.Metrics, spans: spans}
 }
 
 // send writes pkt from the given local IP (nil: any) and closes, as firmware does.
@@ -160,8 +163,29 @@ func TestValidHelloBecomesEvent(t *testing.T) {
 	if env.ID != events.HelloID(uuid, 3) || raw.Header.Get(events.HeaderMsgID) != env.ID {
 		t.Fatalf("ids: ce-id %q Nats-Msg-Id %q", env.ID, raw.Header.Get(events.HeaderMsgID))
 	}
-	if raw.Header.Get("traceparent") == "" {
-		t.Fatal("no traceparent header: the hello's trace would not continue downstream")
+	// One trace per hello, of one span that stands for the receive and the
+	// send: it is the parent the downstream consumers see, and it carries
+	// the messaging attributes.
+	ended := f.spans.Ended()
+	if len(ended) != 1 || ended[0].Name() != "hello.receive" || ended[0].Parent().IsValid() {
+		t.Fatalf("spans %v, want one root hello.receive", ended)
+	}
+	sc := ended[0].SpanContext()
+	if want := fmt.Sprintf("00-%s-%s-01", sc.TraceID(), sc.SpanID()); raw.Header.Get("traceparent") != want {
+		t.Fatalf("traceparent %q, want %q: the hello's trace would not continue downstream", raw.Header.Get("traceparent"), want)
+	}
+	attrs := map[attribute.Key]string{}
+	for _, kv := range ended[0].Attributes() {
+		attrs[kv.Key] = kv.Value.Emit()
+	}
+	for k, want := range map[attribute.Key]string{
+		"amt.device.uuid": uuid, "net.peer.ip": "127.20.0.1", "amt.hello.retry_count": "3",
+		"messaging.system": "nats", "messaging.destination.name": raw.Subject, "messaging.operation.type": "send",
+		"messaging.message.id": env.ID, "cloudevents.event_type": events.TypeDeviceHello,
+	} {
+		if attrs[k] != want {
+			t.Errorf("span attribute %s = %q, want %q", k, attrs[k], want)
+		}
 	}
 	p, err := env.Decode()
 	if err != nil {
