@@ -281,7 +281,6 @@ func (l *Listener) dispatch(ctx context.Context, wg *sync.WaitGroup, quit <-chan
 		defer idle.Stop()
 		for {
 			l.handle(ctx, conn)
-			<-l.sem
 			idle.Reset(workerIdle)
 			select {
 			case conn = <-l.conns:
@@ -308,6 +307,9 @@ func (l *Listener) handle(ctx context.Context, conn net.Conn) {
 	start := time.Now()
 	l.nActive.Add(1)
 	defer l.nActive.Add(-1)
+	// The connection's slot (taken in Serve) is held until its hello is
+	// stored or refused, and given back before the active count drops.
+	defer func() { <-l.sem }()
 	defer conn.Close()
 
 	var remote netip.AddrPort

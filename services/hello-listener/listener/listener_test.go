@@ -2,6 +2,7 @@ package listener_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +35,7 @@ type fixture struct {
 	js      jetstream.JetStream
 	metrics http.Handler
 	spans   *tracetest.SpanRecorder
+	stop    func() // stops Serve and waits for it; also run at cleanup
 }
 
 func start(t *testing.T, cfg listener.Config) fixture {
@@ -57,13 +60,14 @@ func start(t *testing.T, cfg listener.Config) fixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return fixture{l: l, addr: ln.Addr().String(), js: js, metrics: tel.Metrics, spans: spans}
+	t.Cleanup(stop)
+	return fixture{l: l, addr: ln.Addr().String(), js: js, metrics: tel.Metrics, spans: spans, stop: stop}
 }
 
 // send writes pkt from the given local IP (nil: any) and closes, as firmware does.
@@ -265,6 +269,64 @@ func TestRejections(t *testing.T) {
 	}
 	if n := streamCount(t, f.js); n != 0 {
 		t.Fatalf("%d rejected packets reached the bus", n)
+	}
+}
+
+// TestConnectionCap holds MaxConns connections open: the next one is
+// refused as overloaded, and once they finish the listener takes new ones
+// again (its connection workers are reused, not lost).
+func TestConnectionCap(t *testing.T) {
+	f := start(t, listener.Config{MaxConns: 3, ReadTimeout: 5 * time.Second})
+	good, _ := helloFor(t, 400, 0)
+	var held []net.Conn
+	for i := range 3 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(120 + i)}}
+		conn, err := d.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = conn.Write(good[:10]) // an unfinished hello keeps its slot
+		held = append(held, conn)
+	}
+	waitFor(t, "3 connections open", func() bool { return metric(t, f.metrics, "hello_connections_active", "") == 3 })
+	before := metric(t, f.metrics, "hellos_rejected_total", `reason="overloaded"`)
+	pkt, _ := helloFor(t, 401, 0)
+	send(t, f.addr, sourceIP(130), pkt)
+	waitFor(t, "the 4th connection refused", func() bool {
+		return metric(t, f.metrics, "hellos_rejected_total", `reason="overloaded"`) == before+1
+	})
+	for _, c := range held {
+		_ = c.Close() // 10 bytes and EOF: rejected as short, slot freed
+	}
+	waitFor(t, "slots free", func() bool { return metric(t, f.metrics, "hello_connections_active", "") == 0 })
+	// One at a time: a connection holds its slot until its hello is
+	// stored, so a burst of 20 would be partly refused with a cap of 3.
+	for i := range 20 {
+		pkt, _ := helloFor(t, 410+i, 0)
+		send(t, f.addr, sourceIP(140+i), pkt)
+		waitFor(t, "the hello stored and its slot free", func() bool {
+			return streamCount(t, f.js) == uint64(i+1) && metric(t, f.metrics, "hello_connections_active", "") == 0
+		})
+	}
+	if got := metric(t, f.metrics, "hellos_rejected_total", `reason="overloaded"`); got != before+1 {
+		t.Fatalf("%v connections refused as overloaded, want %v", got, before+1)
+	}
+}
+
+// TestServeLeavesNoGoroutine: once Serve returns, no connection worker of
+// the listener is left, idle or busy.
+func TestServeLeavesNoGoroutine(t *testing.T) {
+	f := start(t, listener.Config{})
+	for i := range 50 {
+		pkt, _ := helloFor(t, 500+i, 0)
+		send(t, f.addr, sourceIP(160+i), pkt)
+	}
+	waitFor(t, "50 hellos", func() bool { return streamCount(t, f.js) == 50 })
+	f.stop()
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	if n := bytes.Count(buf, []byte("listener.(*Listener)")); n > 0 {
+		t.Fatalf("%d listener frames still on goroutine stacks after Serve returned:\n%s", n, buf)
 	}
 }
 
