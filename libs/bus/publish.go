@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -57,11 +56,22 @@ type Publisher struct {
 	propagator propagation.TextMapPropagator
 	published  metric.Int64Counter
 
-	// outcomeOpts caches the counter's attribute set per subject prefix and
-	// outcome: building one per publish was a measurable share of the hello
-	// listener's CPU (docs/benchmarks.md).
-	outcomeOpts sync.Map // prefix + "\x00" + outcome -> metric.AddOption
+	// outcomeOpts holds the counter's attribute set per subject prefix and
+	// outcome, built once for every event kind and only read after: building
+	// one per publish was a measurable share of the hello listener's CPU
+	// (docs/benchmarks.md).
+	outcomeOpts map[string]*[numOutcomes]metric.AddOption
 }
+
+// Outcomes of a publish, as the published counter labels them.
+const (
+	outcomeOK = iota
+	outcomeDuplicate
+	outcomeError
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"ok", "duplicate", "error"}
 
 // NewPublisher returns a publisher whose events carry ce-source source
 // (e.g. "/hello-listener/host-1").
@@ -74,7 +84,16 @@ func NewPublisher(js jetstream.JetStream, source string, tel telemetry.Providers
 	if err != nil {
 		published = noopCounter()
 	}
-	return &Publisher{nc: js.Conn(), source: source, tracer: tel.Tracer.Tracer(scope), propagator: tel.Propagator, published: published}
+	p := &Publisher{nc: js.Conn(), source: source, tracer: tel.Tracer.Tracer(scope), propagator: tel.Propagator, published: published,
+		outcomeOpts: map[string]*[numOutcomes]metric.AddOption{}}
+	for _, k := range events.Kinds() {
+		var opts [numOutcomes]metric.AddOption
+		for o, name := range outcomeNames {
+			opts[o] = metric.WithAttributeSet(attribute.NewSet(attrSubjectPrefix.String(k.Prefix), attrOutcome.String(name)))
+		}
+		p.outcomeOpts[k.Prefix] = &opts
+	}
+	return p
 }
 
 // Publish builds the envelope of payload with events.New (id should be
@@ -175,21 +194,19 @@ func (p *Publisher) publishEnvelope(ctx context.Context, env events.Envelope, o 
 	if errors.As(err, &perm) {
 		err = perm.Err
 	}
-	outcome := "ok"
+	outcome := outcomeOK
 	switch {
 	case err != nil:
-		outcome = "error"
+		outcome = outcomeError
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "publish failed")
 	case ack.duplicate:
-		outcome = "duplicate"
-	}
-	if outcome == "duplicate" {
+		outcome = outcomeDuplicate
 		// Only when true: growing the span's attribute slice on every
 		// publish costs an allocation and a copy.
 		span.SetAttributes(attrDuplicate.Bool(true))
 	}
-	p.published.Add(ctx, 1, p.outcomeOpt(k.Prefix, outcome))
+	p.published.Add(ctx, 1, p.outcomeOpts[k.Prefix][outcome]) // every kind's prefix is in the map (NewPublisher)
 	if err != nil {
 		return fmt.Errorf("publish %s %s: %w", env.Topic, env.ID, err)
 	}
@@ -260,16 +277,6 @@ func parsePubAck(data []byte) (pubAck, error) {
 		return pubAck{}, jetstream.ErrInvalidJSAck
 	}
 	return pubAck{seq: r.Sequence, duplicate: r.Duplicate}, nil
-}
-
-// outcomeOpt returns the cached attribute set of the published counter.
-func (p *Publisher) outcomeOpt(prefix, outcome string) metric.AddOption {
-	key := prefix + "\x00" + outcome
-	if opt, ok := p.outcomeOpts.Load(key); ok {
-		return opt.(metric.AddOption)
-	}
-	opt, _ := p.outcomeOpts.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(attrSubjectPrefix.String(prefix), attrOutcome.String(outcome))))
-	return opt.(metric.AddOption)
 }
 
 // transientPublishError reports failures worth retrying while ctx lives:

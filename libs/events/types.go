@@ -1,7 +1,7 @@
 package events
 
 import (
-	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -97,7 +97,9 @@ func (h *DeviceHello) OccurredAt() time.Time { return h.ReceivedAt }
 // HelloID is the event id of a hello: the same (uuid, retry count) from the
 // same firmware is the same fact, so JetStream collapses repeats within its
 // duplicate window.
-func HelloID(uuid string, retry uint32) string { return fmt.Sprintf("hello-%s-%d", uuid, retry) }
+func HelloID(uuid string, retry uint32) string {
+	return "hello-" + uuid + "-" + strconv.FormatUint(uint64(retry), 10)
+}
 
 // DeviceDiscovered reports a device found by a network scan.
 type DeviceDiscovered struct {
