@@ -330,6 +330,31 @@ func TestServeLeavesNoGoroutine(t *testing.T) {
 	}
 }
 
+// TestBusOutage: while the stream is gone, a hello is refused as
+// publish_failed once PublishTimeout has passed (the firmware sends it again
+// on its schedule); once the stream is back, the same hello is stored.
+func TestBusOutage(t *testing.T) {
+	f := start(t, listener.Config{PublishTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	if err := f.js.DeleteStream(ctx, events.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	pkt, _ := helloFor(t, 600, 0)
+	began := time.Now()
+	send(t, f.addr, sourceIP(170), pkt)
+	waitFor(t, "the hello refused as publish_failed", func() bool {
+		return metric(t, f.metrics, "hellos_rejected_total", `reason="publish_failed"`) == 1
+	})
+	if took := time.Since(began); took < 300*time.Millisecond {
+		t.Fatalf("refused after %s, before the 300ms publish timeout", took)
+	}
+	if _, err := bus.EnsureStream(ctx, f.js, bus.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	send(t, f.addr, sourceIP(170), pkt)
+	waitFor(t, "the resent hello stored", func() bool { return streamCount(t, f.js) == 1 })
+}
+
 func TestPerIPRateLimit(t *testing.T) {
 	f := start(t, listener.Config{PerIPRate: 1, PerIPBurst: 3})
 	for i := 0; i < 8; i++ {
