@@ -42,24 +42,63 @@ SELECT pg_notify('` + NotifyChannel + `', '') FROM ins`
 // stored with it, so the published message continues that trace. Adding an
 // event whose ce-id is already waiting in the outbox does nothing.
 func Add(ctx context.Context, tx pgx.Tx, env events.Envelope, traceCtx context.Context) error {
+	r, err := NewRow(env, traceCtx)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, insertSQL, r.Args()...); err != nil {
+		return fmt.Errorf("outbox: add %s %s: %w", env.Topic, env.ID, err)
+	}
+	return nil
+}
+
+// Row is an event checked and rendered as its outbox columns, for a caller
+// that inserts it inside its own statement (InsertCTE) instead of with Add.
+type Row struct {
+	Topic   string
+	Headers []byte // JSON, with the trace context
+	Data    []byte
+	MsgID   string
+}
+
+// NewRow checks env and renders its outbox columns as Add stores them.
+func NewRow(env events.Envelope, traceCtx context.Context) (Row, error) {
 	h := env.Headers()
 	if _, err := events.Parse(env.Topic, h, env.Data); err != nil {
-		return fmt.Errorf("outbox: add %s: %w", env.Topic, err)
+		return Row{}, fmt.Errorf("outbox: add %s: %w", env.Topic, err)
 	}
 	if len(env.Data) > MaxDataSize {
-		return fmt.Errorf("outbox: add %s: %w: body is %d bytes, limit %d", env.Topic, events.ErrInvalid, len(env.Data), MaxDataSize)
+		return Row{}, fmt.Errorf("outbox: add %s: %w: body is %d bytes, limit %d", env.Topic, events.ErrInvalid, len(env.Data), MaxDataSize)
 	}
 	if traceCtx != nil {
 		traceContext.Inject(traceCtx, carrier(h))
 	}
 	hj, err := json.Marshal(h)
 	if err != nil {
-		return fmt.Errorf("outbox: add %s: encode headers: %w", env.Topic, err)
+		return Row{}, fmt.Errorf("outbox: add %s: encode headers: %w", env.Topic, err)
 	}
-	if _, err := tx.Exec(ctx, insertSQL, env.Topic, hj, env.Data, env.ID); err != nil {
-		return fmt.Errorf("outbox: add %s %s: %w", env.Topic, env.ID, err)
-	}
-	return nil
+	return Row{Topic: env.Topic, Headers: hj, Data: env.Data, MsgID: env.ID}, nil
+}
+
+// Args are the row's values in the order InsertCTE and Add number them.
+func (r Row) Args() []any { return []any{r.Topic, r.Headers, r.Data, r.MsgID} }
+
+// InsertCTE returns two common table expressions that add one outbox row
+// per row of the CTE named from, with the values Args gives as parameters
+// $first to $first+3, and signal the relay like Add. The caller's statement
+// must read the second one (named name+"_notify"), or PostgreSQL does not
+// run it; e.g. "SELECT ..., (SELECT count(*) FROM ev_notify) FROM ...".
+// The row is inserted only when from has a row, in the caller's statement:
+// a condition and the event are one atomic round trip.
+func InsertCTE(name, from string, first int) string {
+	return fmt.Sprintf(`%[1]s AS (
+    INSERT INTO outbox (topic, headers, data, msg_id)
+    SELECT $%[3]d::text, $%[4]d::jsonb, $%[5]d::bytea, $%[6]d::text FROM %[2]s
+    ON CONFLICT (msg_id) DO NOTHING
+    RETURNING id
+), %[1]s_notify AS (
+    SELECT pg_notify('`+NotifyChannel+`', '') FROM %[1]s
+)`, name, from, first, first+1, first+2, first+3)
 }
 
 // carrier adapts stored headers to the OpenTelemetry propagator with exact

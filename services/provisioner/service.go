@@ -156,6 +156,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	cfg.Workflow.Logger = deps.Log
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log}
 	s.store = jobstore.New(deps.Pool, outbox.Add, deps.Source)
+	s.store.InlineOutbox = true // outbox.Add's table: a step's end and its event in one round trip
 	s.store.FailedCooldown = max(cfg.RetryFailedAfter, 0)
 	m, err := newMetrics(deps.Tel.Meter, s.inProgress.Load)
 	if err != nil {

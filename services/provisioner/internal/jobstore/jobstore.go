@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/amtprov/amtprov/libs/events"
+	"github.com/amtprov/amtprov/libs/outbox"
 )
 
 // Job states (provisioning_jobs.state).
@@ -116,6 +117,12 @@ type Store struct {
 	// its BeginStep to its FinishStep). Set it before use; the provisioner
 	// records its step latency metric with it.
 	StepFinished func(ctx context.Context, step, outcome string, took time.Duration)
+	// InlineOutbox says the outbox is libs/outbox's table (New was given
+	// outbox.Add): FinishStep then writes a step's end and its event in one
+	// statement, one round trip instead of four (BEGIN, UPDATE, INSERT,
+	// COMMIT), when the result carries its Attempt and activates no
+	// credentials. Set it before use.
+	InlineOutbox bool
 }
 
 // New returns a Store on pool that writes events with outbox, as source.
@@ -356,11 +363,18 @@ type StepResult struct {
 	// whatever happens to the job afterwards.
 	CredentialsVersion int
 	TLSCertSHA256      string
+	// Attempt is the attempt number BeginStep returned for this run of the
+	// step; 0 means unknown (FinishStep reads it). With it the step's end
+	// is recorded only if the step was not begun again since.
+	Attempt int
 }
 
 // FinishStep records the end of a step and, with its "step" event, reports
 // it through the outbox in the same transaction.
 func (s *Store) FinishStep(ctx context.Context, job Job, owner, step string, r StepResult) error {
+	if s.InlineOutbox && s.outbox != nil && r.Attempt > 0 && r.CredentialsVersion == 0 {
+		return s.finishStepInline(ctx, job, owner, step, r)
+	}
 	var started, at time.Time
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var n int
@@ -389,6 +403,49 @@ func (s *Store) FinishStep(ctx context.Context, job Job, owner, step string, r S
 		s.StepFinished(ctx, step, r.Outcome, max(at.Sub(started), 0))
 	}
 	return err
+}
+
+// finishStepSQL is FinishStep's transaction as one statement: the lease
+// check, the step's end (only for the attempt the caller began) and its
+// event in the outbox, which is written only if the step row was updated.
+var finishStepSQL = `WITH l AS (
+		SELECT id FROM provisioning_jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running' FOR SHARE),
+	u AS (
+		UPDATE provisioning_steps SET finished = clock_timestamp(), outcome = $4, return_value = $5, error_code = $6,
+			state = coalesce($7::jsonb, state)
+		WHERE job_id = (SELECT id FROM l) AND step = $3 AND attempt_no = $8 RETURNING started, finished),
+	` + outbox.InsertCTE("ev", "u", 9) + `
+	SELECT started, finished, (SELECT count(*) FROM ev_notify) FROM u`
+
+// finishStepInline is FinishStep in one round trip (see InlineOutbox). The
+// event is built before the statement, so its time is this process's clock
+// (the step row keeps the database's, like the other path).
+func (s *Store) finishStepInline(ctx context.Context, job Job, owner, step string, r StepResult) error {
+	at := time.Now()
+	env, err := s.event(job, events.ProvisioningStep, step, r.Attempt, at, func(p *events.Provisioning) {
+		p.Outcome, p.ReturnValue, p.ErrorCode = r.Outcome, r.ReturnValue, r.ErrorCode
+	})
+	if err != nil {
+		return err
+	}
+	row, err := outbox.NewRow(env, ctx)
+	if err != nil {
+		return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+	}
+	args := append([]any{job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State), r.Attempt}, row.Args()...)
+	var started, finished time.Time
+	var notified int64
+	err = s.pool.QueryRow(ctx, finishStepSQL, args...).Scan(&started, &finished, &notified)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+	}
+	if s.StepFinished != nil {
+		s.StepFinished(ctx, step, r.Outcome, max(finished.Sub(started), 0))
+	}
+	return nil
 }
 
 func nullJSON(b json.RawMessage) any {
@@ -511,6 +568,20 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, job Job, ev events.Provisio
 	if s.outbox == nil {
 		return nil
 	}
+	env, err := s.event(job, ev, step, n, at, fill)
+	if err != nil {
+		return err
+	}
+	if err := s.outbox(ctx, tx, env, ctx); err != nil {
+		return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
+	}
+	return nil
+}
+
+// event builds one provisioning event about job (step and attempt n are
+// optional), with an id derived from them so a retried write is the same
+// event.
+func (s *Store) event(job Job, ev events.ProvisioningEvent, step string, n int, at time.Time, fill func(*events.Provisioning)) (events.Envelope, error) {
 	p := &events.Provisioning{Event: ev, UUID: job.UUID, JobID: job.IDString(), Attempt: job.Attempt,
 		Profile: job.Profile, Step: step, At: at.UTC()}
 	if fill != nil {
@@ -525,12 +596,9 @@ func (s *Store) emit(ctx context.Context, tx pgx.Tx, job Job, ev events.Provisio
 	}
 	env, err := events.New(s.source, p, id)
 	if err != nil {
-		return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
+		return events.Envelope{}, fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
 	}
-	if err := s.outbox(ctx, tx, env, ctx); err != nil {
-		return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
-	}
-	return nil
+	return env, nil
 }
 
 // ResetSteps marks the finished steps from step first to step last (by

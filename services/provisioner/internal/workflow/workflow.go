@@ -357,7 +357,7 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 		if d := diff(old, r.p); d != nil {
 			state = d
 		}
-		sr := jobstore.StepResult{Outcome: jobstore.OutcomeOK, State: state}
+		sr := jobstore.StepResult{Outcome: jobstore.OutcomeOK, State: state, Attempt: n}
 		if st.name == StepCommit {
 			// The device holds the job's credentials from now on: they
 			// become active with this record, not only when the job
@@ -395,7 +395,7 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 	span.RecordError(err)
 	span.SetStatus(codes.Error, string(code))
 	span.SetAttributes(attribute.String("amtprov.step.outcome", outcome), attribute.String("amtprov.error_code", string(code)))
-	if ferr := e.store.FinishStep(ctx, r.job, r.owner, st.name, jobstore.StepResult{Outcome: outcome, ReturnValue: rv, ErrorCode: string(code)}); ferr != nil {
+	if ferr := e.store.FinishStep(ctx, r.job, r.owner, st.name, jobstore.StepResult{Outcome: outcome, ReturnValue: rv, ErrorCode: string(code), Attempt: n}); ferr != nil {
 		return e.lost(st.name, ferr), true
 	}
 	e.cfg.Logger.WarnContext(ctx, "provisioning step failed", "uuid", r.job.UUID, "job", r.job.ID, "step", st.name,
