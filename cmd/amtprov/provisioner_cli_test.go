@@ -153,7 +153,8 @@ func TestProvisionerCommands(t *testing.T) {
 	if _, _, err := runCLI(t, "--nats", url, "device", "credentials", cliDevice); err == nil || !strings.Contains(err.Error(), "NOT_FOUND") {
 		t.Fatalf("credentials before any: %v", err)
 	}
-	pw, _ := keys.Seal([]byte("Adm1n!pass"), secrets.AAD("device_credentials", cliDevice, "password_enc"))
+	pw, _ := keys.Seal([]byte("Adm1n!pass"), secrets.CredentialAAD(cliDevice, 1, "password_enc"))
+	// Sealed as before the version was bound (2026-11-27): still readable.
 	mebx, _ := keys.Seal([]byte("Mebx!pass9"), secrets.AAD("device_credentials", cliDevice, "mebx_password_enc"))
 	if _, err := pool.Exec(ctx, `INSERT INTO device_credentials (uuid, version, username, password_enc, mebx_password_enc, key_id, tls_cert_sha256, active)
 		VALUES ($1, 1, 'admin', $2, $3, 'k', 'ab12', true)`, cliDevice, pw, mebx); err != nil {

@@ -5,8 +5,9 @@
 // rows at leisure (each sealed value names the key that sealed it).
 //
 // The additional authenticated data binds a ciphertext to its place: callers
-// pass AAD(table, uuid, column), so a value copied into another row or column
-// does not open.
+// pass AAD(table, key, column), so a value copied into another row or column
+// does not open. Device credentials, of which a device has several versions,
+// use CredentialAAD (device, version, column) and OpenCredential.
 //
 // Keys come from the environment (LoadKeyring: AMTPROV_SECRET_KEYS or
 // AMTPROV_SECRET_KEYS_FILE) in production, or from a key file DevKeyring

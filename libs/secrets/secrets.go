@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -186,6 +187,30 @@ func AAD(table, key, column string) []byte {
 		out = fmt.Appendf(out, "%d:%s;", len(p), p)
 	}
 	return out
+}
+
+// CredentialAAD is the additional authenticated data of a sealed column of
+// device_credentials: bound to the device, the credentials version and the
+// column, so a value copied to another device, another version of the same
+// device (an older password shown as the current one) or another column
+// does not open.
+func CredentialAAD(uuid string, version int, column string) []byte {
+	return AAD("device_credentials", uuid+"/v"+strconv.Itoa(version), column)
+}
+
+// OpenCredential opens a sealed column of device_credentials (see
+// CredentialAAD). Values sealed before the version was bound (2026-11-27,
+// AAD("device_credentials", uuid, column)) still open, with the weaker
+// binding they were sealed with; a value sealed since cannot be moved to
+// another version, since it opens only under its own.
+func (k *Keyring) OpenCredential(sealed []byte, uuid string, version int, column string) ([]byte, error) {
+	pt, err := k.Open(sealed, CredentialAAD(uuid, version, column))
+	if errors.Is(err, ErrDecrypt) {
+		if legacy, lerr := k.Open(sealed, AAD("device_credentials", uuid, column)); lerr == nil {
+			return legacy, nil
+		}
+	}
+	return pt, err
 }
 
 // LoadKeyring reads the keyring from AMTPROV_SECRET_KEYS, or if that is empty

@@ -318,3 +318,40 @@ func TestDevKeyringConcurrentStart(t *testing.T) {
 		t.Fatalf("dir holds %d entries (%v), want only the key file", len(entries), err)
 	}
 }
+
+// OpenCredential opens a value sealed for its (device, version, column)
+// and, for rows sealed before the version was bound, the legacy aad; a
+// value sealed for one version does not open as another, and a legacy value
+// does not open for another device or column.
+func TestOpenCredential(t *testing.T) {
+	k := newRing(t, "k1", map[string][]byte{"k1": key(1)})
+	const u, other = "939b524b-13d4-1d18-e487-1c697a6b7a2b", "4bac9510-04a6-4321-bae2-d45ddf07b684"
+	v2, err := k.Seal([]byte("second"), secrets.CredentialAAD(u, 2, "password_enc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.OpenCredential(v2, u, 2, "password_enc"); err != nil || string(got) != "second" {
+		t.Fatalf("own version: %q %v", got, err)
+	}
+	for _, c := range []struct {
+		uuid    string
+		version int
+		column  string
+	}{{u, 1, "password_enc"}, {u, 3, "password_enc"}, {other, 2, "password_enc"}, {u, 2, "mebx_password_enc"}} {
+		if _, err := k.OpenCredential(v2, c.uuid, c.version, c.column); !errors.Is(err, secrets.ErrDecrypt) {
+			t.Errorf("version-2 value opened as %+v: %v", c, err)
+		}
+	}
+	legacy, err := k.Seal([]byte("old"), secrets.AAD("device_credentials", u, "password_enc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.OpenCredential(legacy, u, 1, "password_enc"); err != nil || string(got) != "old" {
+		t.Fatalf("legacy value: %q %v", got, err)
+	}
+	for _, c := range [][2]string{{other, "password_enc"}, {u, "mebx_password_enc"}} {
+		if _, err := k.OpenCredential(legacy, c[0], 1, c[1]); !errors.Is(err, secrets.ErrDecrypt) {
+			t.Errorf("legacy value opened for %v: %v", c, err)
+		}
+	}
+}

@@ -216,7 +216,7 @@ func (r *repo) scans(ctx context.Context, limit int) ([]Scan, error) {
 func (r *repo) identifierFor(ctx context.Context, scanID string, shard netip.Prefix) (*identifier, error) {
 	id := &identifier{byAddr: map[netip.Addr][]credential{}}
 	rows, err := r.pool.Query(ctx, `
-SELECT c.uuid::text, host(l.ip), c.username, c.password_enc, c.tls_cert_sha256, c.source, COALESCE(c.match, '')
+SELECT c.uuid::text, c.version, host(l.ip), c.username, c.password_enc, c.tls_cert_sha256, c.source, COALESCE(c.match, '')
 FROM device_credentials c JOIN device_location l ON l.uuid = c.uuid
 WHERE c.active AND l.ip <<= $1::cidr`, shard.String())
 	if err != nil {
@@ -224,8 +224,9 @@ WHERE c.active AND l.ip <<= $1::cidr`, shard.String())
 	}
 	for rows.Next() {
 		var u, ip, user, pin, source, match string
+		var version int
 		var enc []byte
-		if err := rows.Scan(&u, &ip, &user, &enc, &pin, &source, &match); err != nil {
+		if err := rows.Scan(&u, &version, &ip, &user, &enc, &pin, &source, &match); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("credentials for shard %s: %w", shard, err)
 		}
@@ -233,7 +234,7 @@ WHERE c.active AND l.ip <<= $1::cidr`, shard.String())
 		if err != nil {
 			continue
 		}
-		pw, err := r.keys.Open(enc, secrets.AAD("device_credentials", u, "password_enc"))
+		pw, err := r.keys.OpenCredential(enc, u, version, "password_enc")
 		if err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("credentials of %s: %w", u, err)
@@ -420,13 +421,15 @@ func (r *repo) saveOtherConsole(ctx context.Context, tx pgx.Tx, idn sweep.Identi
 		curSource   string
 		curUser     string
 		curEnc      []byte
+		curVersion  int
 		nextVersion int
 	)
 	err := tx.QueryRow(ctx, `SELECT (SELECT uuid::text FROM device_credentials WHERE uuid = $1 AND active),
     COALESCE((SELECT source FROM device_credentials WHERE uuid = $1 AND active), ''),
     COALESCE((SELECT username FROM device_credentials WHERE uuid = $1 AND active), ''),
     (SELECT password_enc FROM device_credentials WHERE uuid = $1 AND active),
-    COALESCE((SELECT max(version) FROM device_credentials WHERE uuid = $1), 0) + 1`, idn.UUID).Scan(&cur, &curSource, &curUser, &curEnc, &nextVersion)
+    COALESCE((SELECT version FROM device_credentials WHERE uuid = $1 AND active), 0),
+    COALESCE((SELECT max(version) FROM device_credentials WHERE uuid = $1), 0) + 1`, idn.UUID).Scan(&cur, &curSource, &curUser, &curEnc, &curVersion, &nextVersion)
 	if err != nil {
 		return fmt.Errorf("credentials of %s: %w", idn.UUID, err)
 	}
@@ -438,11 +441,11 @@ func (r *repo) saveOtherConsole(ctx context.Context, tx pgx.Tx, idn sweep.Identi
 		if curSource == SourceAmtprov {
 			return nil
 		}
-		if pw, err := r.keys.Open(curEnc, secrets.AAD("device_credentials", idn.UUID, "password_enc")); err == nil && curUser == c.username && string(pw) == c.password {
+		if pw, err := r.keys.OpenCredential(curEnc, idn.UUID, curVersion, "password_enc"); err == nil && curUser == c.username && string(pw) == c.password {
 			return nil
 		}
 	}
-	sealed, err := r.keys.Seal([]byte(c.password), secrets.AAD("device_credentials", idn.UUID, "password_enc"))
+	sealed, err := r.keys.Seal([]byte(c.password), secrets.CredentialAAD(idn.UUID, nextVersion, "password_enc"))
 	if err != nil {
 		return fmt.Errorf("seal credentials of %s: %w", idn.UUID, err)
 	}

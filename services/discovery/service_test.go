@@ -345,7 +345,7 @@ func TestOwnDevicesPinnedAndStale(t *testing.T) {
 	ctx := context.Background()
 	own := func(uuid, ip, pin string) {
 		t.Helper()
-		sealed, err := h.keys.Seal([]byte(simfleet.AdminPassword), secrets.AAD("device_credentials", uuid, "password_enc"))
+		sealed, err := h.keys.Seal([]byte(simfleet.AdminPassword), secrets.CredentialAAD(uuid, 1, "password_enc"))
 		if err != nil {
 			t.Fatal(err)
 		}

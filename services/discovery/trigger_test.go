@@ -28,7 +28,7 @@ func TestTriggers(t *testing.T) {
 	h.replicaWith("b", func(c *discovery.Config) { c.ScheduleEvery = 100 * time.Millisecond })
 	ctx := context.Background()
 	dev := cfgs[0]
-	sealed, err := h.keys.Seal([]byte(simfleet.AdminPassword), secrets.AAD("device_credentials", dev.UUID, "password_enc"))
+	sealed, err := h.keys.Seal([]byte(simfleet.AdminPassword), secrets.CredentialAAD(dev.UUID, 1, "password_enc"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/amtprov/amtprov/libs/admin"
 	"github.com/amtprov/amtprov/libs/amt"
-	"github.com/amtprov/amtprov/libs/secrets"
 	"github.com/amtprov/amtprov/services/provisioner/errcode"
 	"github.com/amtprov/amtprov/services/provisioner/internal/jobstore"
 )
@@ -280,14 +279,14 @@ func (s *Service) deviceCredentials(ctx context.Context, r UUIDRequest) (Credent
 	if err := admin.Audit(ctx, s.deps.Pool, "device.credentials.read", u, map[string]any{"version": c.Version, "source": c.Source}); err != nil {
 		return Credentials{}, err
 	}
-	pw, err := s.deps.Keys.Open(c.PasswordEnc, secrets.AAD("device_credentials", u, "password_enc"))
+	pw, err := s.deps.Keys.OpenCredential(c.PasswordEnc, u, c.Version, "password_enc")
 	if err != nil {
 		return Credentials{}, fmt.Errorf("open admin password of %s (key %s): %w", u, c.KeyID, err)
 	}
 	out := Credentials{UUID: u, Username: c.Username, Password: string(pw), TLSCertSHA256: c.TLSCertSHA256,
 		Source: c.Source, Version: c.Version, Confirmed: c.Active}
 	if len(c.MEBxPasswordEnc) > 0 {
-		m, err := s.deps.Keys.Open(c.MEBxPasswordEnc, secrets.AAD("device_credentials", u, "mebx_password_enc"))
+		m, err := s.deps.Keys.OpenCredential(c.MEBxPasswordEnc, u, c.Version, "mebx_password_enc")
 		if err != nil {
 			return Credentials{}, fmt.Errorf("open MEBx password of %s (key %s): %w", u, c.KeyID, err)
 		}

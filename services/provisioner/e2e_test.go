@@ -279,12 +279,13 @@ func (h *harness) checkProvisioned(devs []*firmware.Device, outs map[string]outc
 			t.Errorf("%s: %d successful commits recorded", info.UUID, commits)
 		}
 		var user, sha string
+		var version int
 		var pwEnc []byte
-		if err := h.pool.QueryRow(ctx, `SELECT username, password_enc, tls_cert_sha256 FROM device_credentials WHERE uuid = $1 AND active`,
-			info.UUID).Scan(&user, &pwEnc, &sha); err != nil {
+		if err := h.pool.QueryRow(ctx, `SELECT username, version, password_enc, tls_cert_sha256 FROM device_credentials WHERE uuid = $1 AND active`,
+			info.UUID).Scan(&user, &version, &pwEnc, &sha); err != nil {
 			t.Fatalf("%s: active credentials: %v", info.UUID, err)
 		}
-		pw, err := h.keys.Open(pwEnc, secrets.AAD("device_credentials", info.UUID, "password_enc"))
+		pw, err := h.keys.Open(pwEnc, secrets.CredentialAAD(info.UUID, version, "password_enc"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -540,19 +541,20 @@ func (h *harness) checkDump(devs []*firmware.Device) {
 		t.Fatal("dump lacks device_credentials")
 	}
 	ctx := context.Background()
-	rows, err := h.pool.Query(ctx, `SELECT uuid::text, password_enc, mebx_password_enc FROM device_credentials`)
+	rows, err := h.pool.Query(ctx, `SELECT uuid::text, version, password_enc, mebx_password_enc FROM device_credentials`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	secretsSeen := 0
 	for rows.Next() {
 		var u string
+		var version int
 		var pw, mebx []byte
-		if err := rows.Scan(&u, &pw, &mebx); err != nil {
+		if err := rows.Scan(&u, &version, &pw, &mebx); err != nil {
 			t.Fatal(err)
 		}
 		for col, sealed := range map[string][]byte{"password_enc": pw, "mebx_password_enc": mebx} {
-			plain, err := h.keys.Open(sealed, secrets.AAD("device_credentials", u, col))
+			plain, err := h.keys.Open(sealed, secrets.CredentialAAD(u, version, col))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -73,7 +73,7 @@ type Signer interface {
 // Keyring seals and opens secrets (libs/secrets.Keyring).
 type Keyring interface {
 	Seal(plaintext, aad []byte) ([]byte, error)
-	Open(sealed, aad []byte) ([]byte, error)
+	OpenCredential(sealed []byte, uuid string, version int, column string) ([]byte, error)
 }
 
 // Config tunes the engine. Zero values take the defaults.
@@ -677,11 +677,11 @@ func (e *Engine) credentials(ctx context.Context, r *run, _ jobstore.Step) error
 	c, err := e.store.JobCredentials(ctx, r.job.ID)
 	switch {
 	case err == nil:
-		pw, err := e.keys.Open(c.PasswordEnc, secrets.AAD("device_credentials", r.job.UUID, "password_enc"))
+		pw, err := e.keys.OpenCredential(c.PasswordEnc, r.job.UUID, c.Version, "password_enc")
 		if err != nil {
 			return errcode.Wrap(errcode.SecretsUnavailable, err, "open stored admin password")
 		}
-		mebx, err := e.keys.Open(c.MEBxPasswordEnc, secrets.AAD("device_credentials", r.job.UUID, "mebx_password_enc"))
+		mebx, err := e.keys.OpenCredential(c.MEBxPasswordEnc, r.job.UUID, c.Version, "mebx_password_enc")
 		if err != nil {
 			return errcode.Wrap(errcode.SecretsUnavailable, err, "open stored MEBx password")
 		}
@@ -702,12 +702,12 @@ func (e *Engine) credentials(ctx context.Context, r *run, _ jobstore.Step) error
 	if user == "" {
 		user = "admin"
 	}
-	v, err := e.store.SaveJobCredentials(ctx, r.job.ID, r.owner, r.job.UUID, user, func(_ int, column string) ([]byte, string, error) {
+	v, err := e.store.SaveJobCredentials(ctx, r.job.ID, r.owner, r.job.UUID, user, func(version int, column string) ([]byte, string, error) {
 		plain := pw
 		if column == "mebx_password_enc" {
 			plain = mebx
 		}
-		sealed, err := e.keys.Seal([]byte(plain), secrets.AAD("device_credentials", r.job.UUID, column))
+		sealed, err := e.keys.Seal([]byte(plain), secrets.CredentialAAD(r.job.UUID, version, column))
 		if err != nil {
 			return nil, "", errcode.Wrap(errcode.SecretsUnavailable, err, "seal %s", column)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/events"
+	"github.com/amtprov/amtprov/libs/secrets"
 	"github.com/amtprov/amtprov/libs/store/storetest"
 	"github.com/amtprov/amtprov/libs/wsman"
 	"github.com/amtprov/amtprov/services/provisioner/errcode"
@@ -31,7 +32,7 @@ type env struct {
 	store  *jobstore.Store
 	engine *workflow.Engine
 	signer *provtest.Signer
-	keys   workflow.Keyring
+	keys   *secrets.Keyring
 }
 
 func newEnv(t *testing.T, domains ...workflow.Domain) env {
@@ -92,11 +93,21 @@ func adminLogin(t *testing.T, e env, dev *firmware.Device) {
 	if err != nil || !c.Active {
 		t.Fatalf("credentials: %+v %v", c, err)
 	}
-	pw, err := e.keys.Open(c.PasswordEnc, []byte(nil))
-	if err == nil {
-		t.Fatal("credentials open without their row's aad")
+	u := dev.Config().UUID
+	// Bound to the device, the version and the column: a value moved to
+	// another version of the same device, or opened without its row's aad,
+	// does not open.
+	for what, wrong := range map[string][]byte{
+		"no aad":                    nil,
+		"the aad without a version": secrets.AAD("device_credentials", u, "password_enc"),
+		"the next version's aad":    secrets.CredentialAAD(u, c.Version+1, "password_enc"),
+		"the MEBx column's aad":     secrets.CredentialAAD(u, c.Version, "mebx_password_enc"),
+	} {
+		if _, err := e.keys.Open(c.PasswordEnc, wrong); err == nil {
+			t.Fatalf("credentials open with %s", what)
+		}
 	}
-	pw, err = e.keys.Open(c.PasswordEnc, aad(dev.Config().UUID, "password_enc"))
+	pw, err := e.keys.Open(c.PasswordEnc, secrets.CredentialAAD(u, c.Version, "password_enc"))
 	if err != nil {
 		t.Fatal(err)
 	}
