@@ -47,6 +47,10 @@ const (
 // retrying safe.
 const publishRetryMax = 30 * time.Second
 
+// publishAttemptTimeout bounds one publish attempt when the caller's ctx has
+// no deadline (jetstream's default API timeout).
+const publishAttemptTimeout = 5 * time.Second
+
 // Publisher publishes events to the AMT stream. It is safe for concurrent
 // use.
 type Publisher struct {
@@ -228,6 +232,13 @@ type pubAck struct {
 // its option handling and its reflective decoding of every PubAck: those
 // were ≈ 5 µs of a hello's publish (docs/benchmarks.md).
 func (p *Publisher) request(ctx context.Context, msg *nats.Msg) (pubAck, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		// Like jetstream.PublishMsg: an attempt without a deadline would
+		// wait forever for a PubAck lost in a leader change.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, publishAttemptTimeout)
+		defer cancel()
+	}
 	resp, err := p.nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
