@@ -267,12 +267,16 @@ func (l *Listener) dispatch(ctx context.Context, wg *sync.WaitGroup, quit <-chan
 		return
 	default:
 	}
-	if l.workers.Add(1) > int64(l.cfg.MaxConns) {
+	for l.workers.Add(1) > int64(l.cfg.MaxConns) {
 		// Every worker slot is taken but a connection slot was free: a
-		// worker is between connections; wait for it.
+		// worker is between connections; wait for it, unless it exits
+		// idle meanwhile, which frees a slot for a new one.
 		l.workers.Add(-1)
-		l.conns <- conn
-		return
+		select {
+		case l.conns <- conn:
+			return
+		case <-time.After(time.Millisecond):
+		}
 	}
 	wg.Add(1)
 	go func() {
@@ -412,7 +416,9 @@ func (l *Listener) publish(ctx context.Context, h amt.Hello, remote netip.AddrPo
 	// The span stands for the publish too (bus.InCallerSpan), so it carries
 	// the send's attributes from its start: set later they cost a copy.
 	var attrs [10]attribute.KeyValue
-	ctx, span := l.tracer.Start(l.publishDeadline(ctx, start), "hello.receive",
+	// The publish deadline counts from now, not from the accept: a slow
+	// sender must not eat into it.
+	ctx, span := l.tracer.Start(l.publishDeadline(ctx, time.Now()), "hello.receive",
 		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(start),
 		trace.WithAttributes(bus.SendAttributes(append(attrs[:0],

@@ -355,6 +355,27 @@ func TestBusOutage(t *testing.T) {
 	waitFor(t, "the resent hello stored", func() bool { return streamCount(t, f.js) == 1 })
 }
 
+// TestSlowSenderKeepsItsPublishTimeout: the publish deadline counts from
+// the publish, not from the accept, so a hello that took longer than
+// PublishTimeout to arrive is still stored.
+func TestSlowSenderKeepsItsPublishTimeout(t *testing.T) {
+	f := start(t, listener.Config{PublishTimeout: 200 * time.Millisecond})
+	pkt, _ := helloFor(t, 700, 0)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(180)}}
+	conn, err := d.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = conn.Write(pkt[:10])
+	time.Sleep(500 * time.Millisecond)
+	_, _ = conn.Write(pkt[10:])
+	_ = conn.Close()
+	waitFor(t, "the slow hello stored", func() bool { return streamCount(t, f.js) == 1 })
+	if got := metric(t, f.metrics, "hellos_rejected_total", `reason="publish_failed"`); got != 0 {
+		t.Fatalf("%v hellos refused as publish_failed", got)
+	}
+}
+
 func TestPerIPRateLimit(t *testing.T) {
 	f := start(t, listener.Config{PerIPRate: 1, PerIPBurst: 3})
 	for i := 0; i < 8; i++ {
