@@ -144,6 +144,13 @@ func (h *harness) startReplica(name string) *replica {
 
 func (h *harness) startReplicaWith(name string, cfg provisioner.Config, domains provisioner.DomainSource, signer provisioner.Signer) *replica {
 	h.t.Helper()
+	return h.startReplicaDeps(name, cfg, provisioner.Deps{Domains: domains, Signer: signer})
+}
+
+// startReplicaDeps starts a replica with deps, whose database, bus, keys
+// and (unless set) logger are the harness's.
+func (h *harness) startReplicaDeps(name string, cfg provisioner.Config, deps provisioner.Deps) *replica {
+	h.t.Helper()
 	nc, err := nats.Connect(h.natsURL, nats.Name(name))
 	if err != nil {
 		h.t.Fatal(err)
@@ -152,8 +159,11 @@ func (h *harness) startReplicaWith(name string, cfg provisioner.Config, domains 
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	svc, err := provisioner.New(cfg, provisioner.Deps{Pool: h.pool, JS: js, NC: nc, Keys: h.keys,
-		Domains: domains, Signer: signer, Log: quietLog()})
+	deps.Pool, deps.JS, deps.NC, deps.Keys = h.pool, js, nc, h.keys
+	if deps.Log == nil {
+		deps.Log = quietLog()
+	}
+	svc, err := provisioner.New(cfg, deps)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/amtprov/amtprov/libs/telemetry"
 	"github.com/amtprov/amtprov/services/provisioner"
 	"github.com/amtprov/amtprov/services/provisioner/internal/provtest"
@@ -59,29 +56,7 @@ func TestMetricsOfARealRun(t *testing.T) {
 		}
 	}
 
-	nc, err := nats.Connect(h.natsURL, nats.Name("metrics"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := provisioner.New(testConfig("metrics"), provisioner.Deps{Pool: h.pool, JS: js, NC: nc, Keys: h.keys,
-		Domains: provtest.Domains{h.domain}, Signer: gate, Tel: tel, Log: quietLog()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("provisioner: %v", err)
-		}
-		nc.Close()
-	})
+	h.startReplicaDeps("metrics", testConfig("metrics"), provisioner.Deps{Domains: provtest.Domains{h.domain}, Signer: gate, Tel: tel})
 	t.Cleanup(release) // registered after the stop: runs before it
 
 	h.startFleet(n, 60, nil)
