@@ -227,6 +227,27 @@ func (c *countingPublisher) counts() map[string]int {
 	return out
 }
 
+// runUntilDrained runs the relays together until the outbox has no pending
+// row, then stops them; each must return nil.
+func runUntilDrained(t *testing.T, pool *pgxpool.Pool, relays ...*outbox.Relay) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	errs := make(chan error, len(relays))
+	for _, r := range relays {
+		wg.Go(func() { errs <- r.Run(ctx) })
+	}
+	waitFor(t, "outbox to drain", func() bool { return pending(t, pool) == 0 })
+	cancel()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Run returned %v after cancel, want nil", err)
+		}
+	}
+}
+
 func TestManyRelaysPublishEachRowOnce(t *testing.T) {
 	pool := storetest.New(t)
 	_, js := bustest.Connect(t)
@@ -238,23 +259,11 @@ func TestManyRelaysPublishEachRowOnce(t *testing.T) {
 	add(t, pool, true, nil, envs...)
 
 	cp := &countingPublisher{next: bus.NewPublisher(js, "/t", telemetry.Providers{}), seen: map[string]int{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	var relays []*outbox.Relay
 	for range 3 {
-		r := outbox.NewRelay(pool, cp, outbox.RelayConfig{BatchSize: 50, PollInterval: 20 * time.Millisecond})
-		wg.Add(1)
-		go func() { defer wg.Done(); errs <- r.Run(ctx) }()
+		relays = append(relays, outbox.NewRelay(pool, cp, outbox.RelayConfig{BatchSize: 50, PollInterval: 20 * time.Millisecond}))
 	}
-	waitFor(t, "outbox to drain", func() bool { return pending(t, pool) == 0 })
-	cancel()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Errorf("Run returned %v after cancel, want nil", err)
-		}
-	}
+	runUntilDrained(t, pool, relays...)
 	counts := cp.counts()
 	if len(counts) != total {
 		t.Fatalf("%d distinct events published, want %d", len(counts), total)

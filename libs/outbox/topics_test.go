@@ -82,25 +82,14 @@ func TestRelaysWithDisjointTopicsPublishOnlyTheirRows(t *testing.T) {
 	}
 	add(t, pool, true, nil, envs...)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
 	pubs := map[string]*permittedPublisher{}
-	errs := make(chan error, 2)
+	var relays []*outbox.Relay
 	for _, prefix := range []string{events.SubjectCertIssued, events.SubjectProvisioning} {
 		pp := &permittedPublisher{next: bus.NewPublisher(js, "/t", telemetry.Providers{}), allowed: []string{prefix}}
 		pubs[prefix] = pp
-		r := outbox.NewRelay(pool, pp, outbox.RelayConfig{Topics: []string{prefix}, BatchSize: 40, PollInterval: 20 * time.Millisecond})
-		wg.Go(func() { errs <- r.Run(ctx) })
+		relays = append(relays, outbox.NewRelay(pool, pp, outbox.RelayConfig{Topics: []string{prefix}, BatchSize: 40, PollInterval: 20 * time.Millisecond}))
 	}
-	waitFor(t, "outbox to drain", func() bool { return pending(t, pool) == 0 })
-	cancel()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Errorf("Run returned %v after cancel, want nil", err)
-		}
-	}
+	runUntilDrained(t, pool, relays...)
 	for prefix, pp := range pubs {
 		published, refused := pp.snapshot()
 		if len(refused) > 0 {
