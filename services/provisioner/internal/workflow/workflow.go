@@ -374,7 +374,9 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 			return e.lost(st.name, ferr), true
 		}
 		if st.name == StepCommit {
-			r.pastCommit = true
+			// From here the runs count verification's tries, and this
+			// run is its first (CommitRun keeps connect's count of it).
+			r.pastCommit, r.tries = true, 1
 		}
 		span.SetAttributes(attribute.String("amtprov.step.outcome", jobstore.OutcomeOK))
 		return Result{}, false

@@ -19,6 +19,7 @@ import (
 	"github.com/amtprov/amtprov/services/provisioner/internal/jobstore"
 	"github.com/amtprov/amtprov/services/provisioner/internal/provtest"
 	"github.com/amtprov/amtprov/services/provisioner/internal/workflow"
+	"github.com/amtprov/amtprov/tools/amtsim"
 	"github.com/amtprov/amtprov/tools/amtsim/firmware"
 )
 
@@ -322,6 +323,67 @@ func TestCommitNotRecordedIsVerifiedNotRepeated(t *testing.T) {
 	adminLogin(t, e, dev)
 }
 
+// vanishAfterCommit makes dev unreachable for an hour as soon as it is
+// post-provisioning; the channel reports the injection.
+func vanishAfterCommit(t *testing.T, f *amtsim.Fleet, dev *firmware.Device) <-chan error {
+	t.Helper()
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	t.Cleanup(stopWatch)
+	vanished := make(chan error, 1)
+	go func() {
+		for dev.State() != amt.PostProvisioning {
+			select {
+			case <-watchCtx.Done():
+				vanished <- watchCtx.Err()
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+		vanished <- f.InjectFault(dev.Config().UUID, firmware.FaultUnreachable, time.Hour)
+	}()
+	return vanished
+}
+
+// TestVerifyTriesCountFromTheCommittingRun: a job whose commit goes
+// through in its second run counts that run as verification's first try,
+// and the next as its second, so verification gets a full set of tries
+// whichever run committed.
+func TestVerifyTriesCountFromTheCommittingRun(t *testing.T) {
+	dom := provtest.NewDomain(t, "corp", "corp.example.com", provtest.LeafOptions{})
+	e := newEnv(t, dom)
+	e.engine = workflow.New(workflow.Config{DevicePort: provtest.TLSPort, StepRetry: time.Second, VerifyWait: 300 * time.Millisecond,
+		CallTimeout: 15 * time.Second, PostCommitPause: time.Second}, e.store, provtest.Domains{dom}, e.signer, e.keys)
+	o := provtest.FleetOptions(t, 1, 7, "127.0.0.1:1", dom)
+	o.LegacyShare = 0
+	f := provtest.StartFleet(t, o)
+	dev := f.Devices()[0]
+	h := helloOf(dev, provtest.RootHash(t, dom))
+
+	// Run 1: the device reboots as the commit arrives; nothing is committed.
+	dev.InjectFault(firmware.FaultReboot, time.Now().Add(time.Hour))
+	job, res := e.run(t, h, "w1")
+	if !res.Retry || res.Outcome.Step != workflow.StepCommit || res.Tries != 1 || dev.State() == amt.PostProvisioning {
+		t.Fatalf("run 1: retry=%v step=%s tries=%d state=%v %v", res.Retry, res.Outcome.Step, res.Tries, dev.State(), res.Err)
+	}
+	e.finish(t, job, "w1", res)
+	dev.InjectFault(firmware.FaultReboot, time.Now()) // over
+
+	// Run 2 commits, then the device vanishes before verify.
+	vanished := vanishAfterCommit(t, f, dev)
+	job, res = e.run(t, h, "w2")
+	if err := <-vanished; err != nil {
+		t.Fatal(err)
+	}
+	if !res.Retry || res.Outcome.Code != string(errcode.ProvisionedUnverified) || res.Tries != 1 {
+		t.Fatalf("run 2 (commits): retry=%v tries=%d %+v %v; want verification's first try", res.Retry, res.Tries, res.Outcome, res.Err)
+	}
+	e.finish(t, job, "w2", res)
+	_, res = e.run(t, h, "w3")
+	if !res.Retry || res.Outcome.Code != string(errcode.ProvisionedUnverified) || res.Tries != 2 {
+		t.Fatalf("run 3: retry=%v tries=%d %+v %v; want verification's second try", res.Retry, res.Tries, res.Outcome, res.Err)
+	}
+}
+
 // TestVerifyFailingAfterCommitKeepsTheDevicesCredentials: the device
 // vanishes right after CommitChanges and stays away through every try of
 // the verification, so the job ends failed. The device holds the job's
@@ -344,20 +406,7 @@ func TestVerifyFailingAfterCommitKeepsTheDevicesCredentials(t *testing.T) {
 	uuid := dev.Config().UUID
 	ctx := context.Background()
 
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	vanished := make(chan error, 1)
-	go func() {
-		for dev.State() != amt.PostProvisioning {
-			select {
-			case <-watchCtx.Done():
-				vanished <- watchCtx.Err()
-				return
-			case <-time.After(time.Millisecond):
-			}
-		}
-		vanished <- f.InjectFault(uuid, firmware.FaultUnreachable, time.Hour)
-	}()
-	t.Cleanup(stopWatch)
+	vanished := vanishAfterCommit(t, f, dev)
 
 	h := helloOf(dev, provtest.RootHash(t, dom))
 	const tries = 3 // the service's MaxDeliver: the job fails after this many runs
