@@ -220,7 +220,7 @@ func (c *Client) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	return &sessionConn{Conn: raw, raw: raw, release: c.sessionEnded}, nil
+	return &sessionConn{Conn: raw, raw: raw, client: c}, nil
 }
 
 // dialRaw takes the session slot and connects; on error the slot is free.
@@ -268,10 +268,9 @@ func (c *Client) sessionEnded() {
 // session slot given back. Safe for the concurrent Close calls the HTTP
 // transport may make (the later ones wait for the first).
 type sessionConn struct {
-	net.Conn           // what the transport reads and writes (raw, or TLS over it)
-	raw      net.Conn  // the TCP connection
-	tls      *tls.Conn // nil for plain HTTP
-	release  func()    // gives the session slot back
+	net.Conn          // what the transport reads and writes (raw, or *tls.Conn over it)
+	raw      net.Conn // the TCP connection
+	client   *Client  // whose session slot Close gives back
 	once     sync.Once
 	closing  atomic.Bool
 }
@@ -290,8 +289,9 @@ func (s *sessionConn) Read(p []byte) (int, error) {
 func (s *sessionConn) Close() error {
 	s.closing.Store(true)
 	s.once.Do(func() {
-		closeGracefully(s.raw, s.tls)
-		s.release()
+		tc, _ := s.Conn.(*tls.Conn) // nil for plain HTTP
+		closeGracefully(s.raw, tc)
+		s.client.sessionEnded()
 	})
 	return nil
 }
@@ -366,7 +366,7 @@ func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 		}
 		return nil, &TLSError{Address: addr, Err: err}
 	}
-	return &sessionConn{Conn: tc, raw: raw, tls: tc, release: c.sessionEnded}, nil
+	return &sessionConn{Conn: tc, raw: raw, client: c}, nil
 }
 
 // Do sends one request and returns the parsed response. A SOAP fault is
