@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -232,7 +231,7 @@ type benchChaos struct {
 	pool  *pgxpool.Pool
 	devs  []*firmware.Device
 	watch *postWatcher
-	http  *http.Client
+	up    *upProc // amtprov up: its log and exit
 
 	mu      sync.Mutex
 	start   time.Time // the run's start (set by run)
@@ -244,7 +243,7 @@ type benchChaos struct {
 
 // newBenchChaos connects to the cluster's database and starts watching the
 // fleet; close releases both.
-func newBenchChaos(ctx context.Context, o benchOptions, dir string, nc *nats.Conn, js jetstream.JetStream, devs []*firmware.Device, log *slog.Logger) (*benchChaos, error) {
+func newBenchChaos(ctx context.Context, o benchOptions, dir string, up *upProc, nc *nats.Conn, js jetstream.JetStream, devs []*firmware.Device, log *slog.Logger) (*benchChaos, error) {
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	// up.json redacts the user of the database URL; the cluster's private
@@ -263,9 +262,8 @@ func newBenchChaos(ctx context.Context, o benchOptions, dir string, nc *nats.Con
 		wd[i] = d
 	}
 	c := &benchChaos{
-		o: o, dir: dir, nc: nc, js: js, pool: pool, devs: devs,
+		o: o, dir: dir, up: up, nc: nc, js: js, pool: pool, devs: devs,
 		watch: watchPost(ctx, wd),
-		http:  &http.Client{Timeout: 2 * time.Second},
 		done:  make(chan struct{}),
 		ended: make(chan struct{}),
 		rep:   benchChaosReport{AtFraction: o.chaosAt, Kills: []benchKill{}},
@@ -482,30 +480,21 @@ func ownerPID(owner string) (int, bool) {
 // awaitReturn waits for up.json to show k's process with a new pid, then
 // for its readiness endpoint to answer 200.
 func (c *benchChaos) awaitReturn(ctx context.Context, start time.Time, k *benchKill) {
-	tick := time.NewTicker(chaosPoll)
-	defer tick.Stop()
-	deadline := time.Now().Add(chaosRestartTimeout)
 	var inst upInstance
-	var st upState
-	for {
-		var err error
-		st, err = readUpState(c.dir)
-		if err == nil {
-			if i := slices.IndexFunc(st.Processes, func(p upInstance) bool { return p.Name == k.Process }); i >= 0 && st.Processes[i].PID != k.PID {
-				inst = st.Processes[i]
-				break
-			}
+	st, err := waitUpState(ctx, c.up, c.dir, chaosRestartTimeout, "restart of "+k.Process, func(st upState) bool {
+		i := slices.IndexFunc(st.Processes, func(p upInstance) bool { return p.Name == k.Process })
+		if i < 0 || st.Processes[i].PID == k.PID {
+			return false
 		}
-		if time.Now().After(deadline) {
-			k.Error = fmt.Sprintf("amtprov up did not restart %s within %s", k.Process, chaosRestartTimeout)
-			return
-		}
-		select {
-		case <-ctx.Done():
+		inst = st.Processes[i]
+		return true
+	})
+	if err != nil {
+		k.Error = err.Error()
+		if ctx.Err() != nil {
 			k.Error = "interrupted waiting for the restart"
-			return
-		case <-tick.C:
 		}
+		return
 	}
 	k.NewPID, k.RestartedAtS = inst.PID, since(start)
 	ready := inst.Ops + "/readyz"
@@ -517,37 +506,18 @@ func (c *benchChaos) awaitReturn(ctx context.Context, start time.Time, k *benchK
 		}
 		ready = st.NATSMonitor[i-1] + "/healthz"
 	}
-	deadline = time.Now().Add(chaosReadyTimeout)
-	for {
-		if c.answers200(ctx, ready) {
-			k.ReadyAtS = since(start)
-			return
-		}
-		if time.Now().After(deadline) {
-			k.Error = fmt.Sprintf("%s restarted but %s did not answer 200 within %s", k.Process, ready, chaosReadyTimeout)
-			return
-		}
-		select {
-		case <-ctx.Done():
+	if err := waitHTTP(ctx, ready, chaosReadyTimeout, c.up.done); err != nil {
+		switch {
+		case ctx.Err() != nil:
 			k.Error = "interrupted waiting for readiness"
-			return
-		case <-tick.C:
+		case errors.Is(err, errUpProcExited):
+			k.Error = fmt.Sprintf("%s restarted but amtprov up exited before it was ready", k.Process)
+		default:
+			k.Error = fmt.Sprintf("%s restarted but not ready: %v", k.Process, err)
 		}
+		return
 	}
-}
-
-func (c *benchChaos) answers200(ctx context.Context, u string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	k.ReadyAtS = since(start)
 }
 
 // readUpState reads up.json of a running cluster (written atomically).

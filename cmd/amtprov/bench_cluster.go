@@ -78,7 +78,7 @@ func benchCluster(ctx context.Context, o benchOptions, c benchConfig, r *benchRu
 			_ = syscall.Kill(-p.PID, syscall.SIGKILL)
 		}
 	}()
-	state, err = waitUpState(ctx, up, dir)
+	state, err = waitUpState(ctx, up, dir, benchClusterReady, "readiness", nil)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func benchCluster(ctx context.Context, o benchOptions, c benchConfig, r *benchRu
 	}()
 	var chaos *benchChaos
 	if o.chaos {
-		chaos, err = newBenchChaos(ctx, o, dir, nc, js, fleet.Devices(), log)
+		chaos, err = newBenchChaos(ctx, o, dir, up, nc, js, fleet.Devices(), log)
 		if err != nil {
 			return err
 		}
@@ -163,24 +163,26 @@ func benchCluster(ctx context.Context, o benchOptions, c benchConfig, r *benchRu
 	return benchMeasure(ctx, o, js, fleet, procs, r, chaos, log)
 }
 
-// waitUpState waits for `amtprov up` to write its state file (it does so
-// right before its ready line) and reads it.
-func waitUpState(ctx context.Context, up *upProc, dir string) (upState, error) {
-	deadline := time.NewTimer(benchClusterReady)
+// waitUpState polls up's state file until it reads and until accepts it
+// (nil: as soon as it reads; up writes it right before its ready line).
+// want names what is awaited, for the error when up exits first or timeout
+// passes; when ctx ends the error is ctx's.
+func waitUpState(ctx context.Context, up *upProc, dir string, timeout time.Duration, want string, until func(upState) bool) (upState, error) {
+	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		// A file that is missing or does not parse yet: poll on.
 		st, err := readUpState(dir)
-		if err == nil {
+		if err == nil && (until == nil || until(st)) {
 			return st, nil
 		}
 		select {
 		case <-up.done:
-			return st, fmt.Errorf("amtprov up exited before it was ready: %w\n%s", up.exitErr(), up.logTail())
+			return st, fmt.Errorf("amtprov up exited while waiting for %s: %w\n%s", want, up.exitErr(), up.logTail())
 		case <-deadline.C:
-			return st, fmt.Errorf("amtprov up not ready within %s\n%s", benchClusterReady, up.logTail())
+			return st, fmt.Errorf("amtprov up: no %s within %s\n%s", want, timeout, up.logTail())
 		case <-ctx.Done():
 			return st, ctx.Err()
 		case <-tick.C:

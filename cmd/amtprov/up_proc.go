@@ -188,6 +188,20 @@ func (p *upProc) exitedError() error {
 // waitHTTP polls url until it answers 200, the process exits, ctx ends or
 // timeout passes.
 func (p *upProc) waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	switch err := waitHTTP(ctx, url, timeout, p.done); {
+	case err == nil:
+		return nil
+	case errors.Is(err, errUpProcExited):
+		return p.exitedError()
+	default:
+		return fmt.Errorf("wait for %s: %w; log %s", p.name, err, p.logPath)
+	}
+}
+
+// waitHTTP polls url until it answers 200, exited is closed (the error is
+// errUpProcExited), ctx ends or timeout passes (the error has the last
+// answer).
+func waitHTTP(ctx context.Context, url string, timeout time.Duration, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -197,7 +211,7 @@ func (p *upProc) waitHTTP(ctx context.Context, url string, timeout time.Duration
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return fmt.Errorf("wait for %s: %w", p.name, err)
+			return err
 		}
 		resp, err := client.Do(req)
 		if err == nil {
@@ -211,10 +225,10 @@ func (p *upProc) waitHTTP(ctx context.Context, url string, timeout time.Duration
 			last = err.Error()
 		}
 		select {
-		case <-p.done:
-			return p.exitedError()
+		case <-exited:
+			return errUpProcExited
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s at %s: %w (last: %s); log %s", p.name, url, ctx.Err(), last, p.logPath)
+			return fmt.Errorf("%s: %w (last: %s)", url, ctx.Err(), last)
 		case <-tick.C:
 		}
 	}
