@@ -84,7 +84,7 @@ type benchChaosReport struct {
 	TriggeredAtS float64     `json:"triggered_at_s"` // seconds after the run's start
 	Lease        string      `json:"provisioner_lease,omitempty"`
 	Kills        []benchKill `json:"kills"`
-	// Exits is every "process exited unexpectedly" of up's log during
+	// Exits is every upMsgExited record of up's log during
 	// the run: the kills, and any later exit (a restarted process that
 	// failed again, a survivor that crashed), each followed by a restart.
 	Exits []benchExit `json:"exits"`
@@ -594,7 +594,7 @@ func (c *benchChaos) finish(ctx context.Context, col *benchCollector, r *benchRu
 		return ctx.Err()
 	}
 	v := c.verify(ctx, col)
-	exits, exitErr := upExits(filepath.Join(c.dir, "amtprov-up.log"), c.start)
+	exits, exitErr := upExits(c.up.logPath, c.start)
 	final, stateErr := readUpState(c.dir)
 	c.mu.Lock()
 	c.rep.Verification = v
@@ -638,7 +638,7 @@ func (c *benchChaos) finish(ctx context.Context, col *benchCollector, r *benchRu
 // maxUpLog bounds the part of up's log read for its exit records.
 const maxUpLog = 64 << 20
 
-// upExits reads the "process exited unexpectedly" records of up's log
+// upExits reads the upMsgExited records of up's log
 // (JSON lines, libs/telemetry) in the order they were logged.
 func upExits(path string, start time.Time) ([]benchExit, error) {
 	f, err := os.Open(path)
@@ -652,7 +652,7 @@ func upExits(path string, start time.Time) ([]benchExit, error) {
 	}
 	out := []benchExit{}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if !strings.Contains(line, "process exited unexpectedly") {
+		if !strings.Contains(line, upMsgExited) {
 			continue
 		}
 		var rec struct {
@@ -662,7 +662,7 @@ func upExits(path string, start time.Time) ([]benchExit, error) {
 			Err     string    `json:"err"`
 			Ran     string    `json:"ran"`
 		}
-		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "process exited unexpectedly" {
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != upMsgExited {
 			continue // not a record of up's own (a line cut by the size bound)
 		}
 		out = append(out, benchExit{Process: rec.Process, AtS: round3(rec.Time.Sub(start).Seconds()), Err: rec.Err, Ran: rec.Ran})

@@ -436,6 +436,10 @@ func (r *upRun) watch(ctx context.Context) {
 	}
 }
 
+// upMsgExited is the message supervise logs when a process exits on its
+// own; bench --chaos reads these records back from up's log (upExits).
+const upMsgExited = "process exited unexpectedly"
+
 const (
 	upRestartMin = time.Second
 	upRestartMax = 30 * time.Second
@@ -454,7 +458,7 @@ func (r *upRun) supervise(ctx context.Context, p *upProc, g *upGroup) {
 			return // stopped on purpose
 		default:
 		}
-		r.log.Error("process exited unexpectedly", "process", p.name, "err", p.exitErr(), "ran", time.Since(p.started).Round(time.Millisecond).String(), "log", p.logPath)
+		r.log.Error(upMsgExited, "process", p.name, "err", p.exitErr(), "ran", time.Since(p.started).Round(time.Millisecond).String(), "log", p.logPath)
 		if !r.o.restart {
 			return
 		}
