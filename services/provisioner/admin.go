@@ -11,6 +11,7 @@ import (
 	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/services/provisioner/errcode"
 	"github.com/amtprov/amtprov/services/provisioner/internal/jobstore"
+	"github.com/amtprov/amtprov/services/provisioner/internal/workflow"
 )
 
 // Types of the admin verbs' requests and replies (amt.v1.admin.<area>.<verb>);
@@ -212,11 +213,14 @@ func (s *Service) Explain(ctx context.Context, r UUIDRequest) (Explanation, erro
 	}
 	j := jobs[0]
 	e := Explanation{UUID: u, State: j.State, Attempt: j.Attempt, Code: j.ErrorCode, Detail: j.Detail}
+	committed := false // CommitChanges went through: the device is provisioned, whatever failed after
 	if steps, err := s.store.Steps(ctx, j.ID); err == nil {
 		for _, st := range steps {
-			if !st.Done() {
+			if st.Step == workflow.StepCommit && st.Done() {
+				committed = true
+			}
+			if !st.Done() && e.Step == "" {
 				e.Step = st.Step
-				break
 			}
 		}
 	}
@@ -236,7 +240,7 @@ func (s *Service) Explain(ctx context.Context, r UUIDRequest) (Explanation, erro
 		e.Fix = info.Hint
 		// A device that committed is provisioned and sends no more hellos,
 		// so no new attempt would come.
-		if s.cfg.RetryFailedAfter > 0 && errcode.Code(j.ErrorCode) != errcode.ProvisionedUnverified {
+		if s.cfg.RetryFailedAfter > 0 && !committed {
 			e.Fix += fmt.Sprintf(" (the device's next hello after %s starts a new attempt)", fmtTime(ptrAdd(j.FinishedAt, s.cfg.RetryFailedAfter)))
 		}
 	}
