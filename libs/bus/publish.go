@@ -293,12 +293,11 @@ func parsePubAck(data []byte) (pubAck, error) {
 // transientPublishError reports failures worth retrying while ctx lives:
 // the stream has no leader or responder yet, or one attempt timed out.
 // Unlike a JetStream API call (transientAPIError), a publish also retries
-// "no responders": the stream may be between leaders, and an event must not
-// be dropped for it.
+// "no responders" (which request reports as jetstream.ErrNoStreamResponse):
+// the stream may be between leaders, and an event must not be dropped for it.
 func transientPublishError(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		transientAPIError(ctx, err)
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || transientAPIError(ctx, err)
 }
