@@ -18,13 +18,13 @@ trap 'rm -f "$log"' EXIT
 # fuzz_once DIR TARGET: 0 passed, 1 failed with a finding or another error,
 # 2 failed only with the coordinator's deadline race.
 fuzz_once() {
-  local dir=$1 target=$2 before after
+  local dir=$1 target=$2 before after rc=0
   before=$(ls "$dir/testdata/fuzz/$target" 2>/dev/null | sort || true)
-  if (cd "$dir" && go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" .) >"$log" 2>&1; then
-    cat "$log"
+  (cd "$dir" && go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" .) >"$log" 2>&1 || rc=$?
+  cat "$log"
+  if [ $rc -eq 0 ]; then
     return 0
   fi
-  cat "$log"
   after=$(ls "$dir/testdata/fuzz/$target" 2>/dev/null | sort || true)
   if [ "$before" = "$after" ] && grep -q '^    context deadline exceeded$' "$log" &&
      ! grep -qE 'Failing input written|panic:|fuzzing process hung' "$log"; then
