@@ -361,7 +361,7 @@ func (s *Service) settle(ctx context.Context, job jobstore.Job, owner string, re
 				s.log.InfoContext(ctx, "job queued until the device's next hello", "uuid", job.UUID, "job", job.ID, "code", o.Code)
 				return nil
 			}
-			return &bus.RetryAfterError{After: backoffFor(uint64(max(res.Tries, 1)), s.cfg.Backoff), Err: res.Err}
+			return &bus.RetryAfterError{After: backoffFor(res.Tries, s.cfg.Backoff), Err: res.Err}
 		}
 		// Out of tries: the transient failure is final.
 		o.Hint = errcode.Lookup(errcode.Code(o.Code)).Hint
@@ -390,9 +390,10 @@ func (s *Service) count(ctx context.Context, c metric.Int64Counter, attrs ...att
 	c.Add(ctx, 1, metric.WithAttributes(attrs...))
 }
 
-func backoffFor(delivered uint64, schedule []time.Duration) time.Duration {
-	i := int(min(max(delivered, 1)-1, uint64(len(schedule)-1)))
-	return schedule[i]
+// backoffFor is the redelivery delay after the job's tries-th run (a run
+// that got no try counted, 0, waits like the first).
+func backoffFor(tries int, schedule []time.Duration) time.Duration {
+	return schedule[min(max(tries, 1)-1, len(schedule)-1)]
 }
 
 // EnsureDefaultProfile creates profile name as the default when there is

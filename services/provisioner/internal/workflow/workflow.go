@@ -365,8 +365,7 @@ func (e *Engine) runStep(ctx context.Context, r *run, seq int, st step, before j
 			// operator without the admin password.
 			sr.CredentialsVersion = r.credV
 			if len(r.p.CertDER) > 0 {
-				sum := sha256.Sum256(r.p.CertDER)
-				sr.TLSCertSHA256 = hex.EncodeToString(sum[:])
+				_, sr.TLSCertSHA256 = certPin(r.p.CertDER)
 			}
 		}
 		if ferr := e.store.FinishStep(ctx, r.job, r.owner, st.name, sr); ferr != nil {
@@ -991,13 +990,20 @@ func (e *Engine) restart(ctx context.Context, r *run, cause error, why string) e
 // postClient is a client for the provisioned device: our certificate
 // pinned, digest with the admin credentials.
 func (e *Engine) postClient(r *run) (*wsman.Client, string, error) {
-	sum := sha256.Sum256(r.p.CertDER)
-	tlsConf, err := wsman.PinnedTLSConfig(sum[:])
+	sum, pin := certPin(r.p.CertDER)
+	tlsConf, err := wsman.PinnedTLSConfig(sum)
 	if err != nil {
 		return nil, "", errcode.Wrap(errcode.Internal, err, "pin certificate")
 	}
 	c, err := e.client(r.addr, wsman.Config{TLS: tlsConf, Username: r.user, Password: r.pw})
-	return c, hex.EncodeToString(sum[:]), err
+	return c, pin, err
+}
+
+// certPin is the SHA-256 of a device certificate, raw and as the lower-case
+// hex that device_credentials.tls_cert_sha256 stores.
+func certPin(der []byte) ([]byte, string) {
+	sum := sha256.Sum256(der)
+	return sum[:], hex.EncodeToString(sum[:])
 }
 
 // committed reports whether the device answers as provisioned with our
