@@ -179,6 +179,23 @@ func (e Envelope) Decode() (Payload, error) {
 	return p, nil
 }
 
+// ValidSubjectPrefix checks that p is a literal subject prefix such as
+// SubjectProvisioning: dot-separated tokens, each non-empty and without
+// wildcards ('*', '>') or white space. libs/outbox checks a relay's Topics
+// with it: a wildcard there is a configuration error, not a filter that
+// silently matches nothing.
+func ValidSubjectPrefix(p string) error {
+	if p == "" {
+		return errors.New("empty subject prefix")
+	}
+	for tok := range strings.SplitSeq(p, ".") {
+		if err := validToken(tok); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // validToken checks a subject token: non-empty, no wildcards, dots or spaces.
 func validToken(s string) error {
 	if s == "" {

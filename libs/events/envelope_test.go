@@ -218,3 +218,16 @@ func FuzzEnvelope(f *testing.F) {
 		}
 	})
 }
+
+func TestValidSubjectPrefix(t *testing.T) {
+	for _, ok := range []string{events.SubjectProvisioning, events.SubjectCertIssued, "amt", "amt.v1.provisioning.started"} {
+		if err := events.ValidSubjectPrefix(ok); err != nil {
+			t.Errorf("ValidSubjectPrefix(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "amt.v1.provisioning.>", "amt.v1.*.step", "*", ">", "amt..v1", "amt.v1.", ".amt", "amt v1", "amt\tv1", "amt.v1\r", "amt.v1\n"} {
+		if err := events.ValidSubjectPrefix(bad); err == nil {
+			t.Errorf("ValidSubjectPrefix(%q) = nil, want an error", bad)
+		}
+	}
+}

@@ -144,7 +144,7 @@ func claimQuery(prefixes []string) (string, []any, error) {
 		args  []any
 	)
 	for _, p := range prefixes {
-		if err := checkPrefix(p); err != nil {
+		if err := events.ValidSubjectPrefix(p); err != nil {
 			return "", nil, fmt.Errorf("outbox relay: topic prefix %q: %w", p, err)
 		}
 		lo, hi := len(args)+2, len(args)+3
@@ -160,22 +160,6 @@ WHERE ` + where + `
 ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED`, args, nil
-}
-
-// checkPrefix accepts dot-separated NATS subject tokens without wildcards.
-func checkPrefix(p string) error {
-	if p == "" {
-		return errors.New("empty")
-	}
-	for tok := range strings.SplitSeq(p, ".") {
-		if tok == "" {
-			return errors.New("empty token")
-		}
-		if strings.ContainsAny(tok, "*> \t\r\n") {
-			return errors.New("wildcards and white space are not allowed: list the prefix itself")
-		}
-	}
-	return nil
 }
 
 // Run publishes pending rows until ctx ends, waking on NOTIFY and on every
