@@ -17,16 +17,17 @@ func (s *Service) Handler() http.Handler {
 	e := MakeEndpoints(s)
 	opts := []httptransport.ServerOption{httptransport.ServerErrorEncoder(s.encodeError)}
 	mux := http.NewServeMux()
-	// Every route is measured under its path pattern (httpmetrics.go).
-	mux.Handle("GET /v1/devices", s.instrument("/v1/devices", httptransport.NewServer(e.ListDevices, decodeListDevices, encodeJSON, opts...)))
-	mux.Handle("GET /v1/devices/{uuid}", s.instrument("/v1/devices/{uuid}", httptransport.NewServer(e.GetDevice, decodeGetDevice, encodeJSON, opts...)))
+	mux.Handle("GET /v1/devices", httptransport.NewServer(e.ListDevices, decodeListDevices, encodeJSON, opts...))
+	mux.Handle("GET /v1/devices/{uuid}", httptransport.NewServer(e.GetDevice, decodeGetDevice, encodeJSON, opts...))
 	// Anything else still answers in the API's error shape.
-	mux.Handle("/v1/devices", s.instrument("/v1/devices", http.HandlerFunc(s.methodNotAllowed)))
-	mux.Handle("/v1/devices/{uuid}", s.instrument("/v1/devices/{uuid}", http.HandlerFunc(s.methodNotAllowed)))
-	mux.Handle("/", s.instrument("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/v1/devices", s.methodNotAllowed)
+	mux.HandleFunc("/v1/devices/{uuid}", s.methodNotAllowed)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such resource: "+r.URL.Path)
-	})))
-	return mux
+	})
+	// Every request is measured under the path of the pattern that served
+	// it (httpmetrics.go).
+	return s.instrument(mux)
 }
 
 func (s *Service) methodNotAllowed(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package inventory
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -29,13 +30,21 @@ func methodAttr(m string) httpconv.RequestMethodAttr {
 	return httpconv.RequestMethodOther
 }
 
-// instrument records every request h serves under route ("" for the
-// catch-all of unknown paths, which has no route).
-func (s *Service) instrument(route string, h http.Handler) http.Handler {
+// instrument records every request mux serves under its route: the path of
+// the pattern that matched, which ServeMux leaves in r.Pattern; the
+// catch-all "/" of unknown paths has no route.
+func (s *Service) instrument(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(sw, r)
+		mux.ServeHTTP(sw, r)
+		_, route, found := strings.Cut(r.Pattern, " ") // "GET /v1/devices" -> "/v1/devices"
+		if !found {
+			route = r.Pattern
+		}
+		if route == "/" {
+			route = ""
+		}
 		scheme := "http"
 		if r.TLS != nil {
 			scheme = "https"
