@@ -821,29 +821,43 @@ func (c *benchChaos) gather(ctx context.Context, col *benchCollector) ([]chaosFa
 	return out, nil
 }
 
+// chaosCheck names one check of a device; benchVerification counts the
+// devices that pass each.
+type chaosCheck int
+
+const (
+	checkSimProvisioned  chaosCheck = iota // post, ACM, TLS on
+	checkSimEnteredOnce                    // one transition into post, none out
+	checkJobSucceededOne                   // exactly one succeeded job, none open
+	checkCommitOne                         // exactly one ok commit step
+	checkEventOne                          // exactly one distinct succeeded event id
+	checkInventoryMatch                    // inventory rows equal the simulator
+)
+
+// chaosResult is the outcome of one check of a device.
+type chaosResult struct {
+	check    chaosCheck
+	problems []string // none: passed
+}
+
 // evaluateChaos checks every device and counts.
 func evaluateChaos(facts []chaosFacts) benchVerification {
 	v := benchVerification{Devices: len(facts)}
+	passed := map[chaosCheck]*int{
+		checkSimProvisioned:  &v.SimProvisioned,
+		checkSimEnteredOnce:  &v.SimEnteredOnce,
+		checkJobSucceededOne: &v.JobSucceededOne,
+		checkCommitOne:       &v.CommitOne,
+		checkEventOne:        &v.EventOne,
+		checkInventoryMatch:  &v.InventoryMatch,
+	}
 	for _, f := range facts {
-		probs := checkChaosDevice(f)
-		s := f.Sim
-		if s.State == "post" && s.ControlMode == "acm" && s.TLSEnabled {
-			v.SimProvisioned++
-		}
-		if f.Entered == 1 && f.Left == 0 {
-			v.SimEnteredOnce++
-		}
-		if f.JobsSucceeded == 1 && f.JobsOpen == 0 {
-			v.JobSucceededOne++
-		}
-		if f.CommitsOK == 1 {
-			v.CommitOne++
-		}
-		if f.Events == 1 {
-			v.EventOne++
-		}
-		if inventoryMatches(f) == "" {
-			v.InventoryMatch++
+		var probs []string
+		for _, r := range checkChaosDevice(f) {
+			if len(r.problems) == 0 {
+				*passed[r.check]++
+			}
+			probs = append(probs, r.problems...)
 		}
 		v.FailedJobs += f.JobsFailed
 		if f.CommitStartedTwice {
@@ -857,7 +871,7 @@ func evaluateChaos(facts []chaosFacts) benchVerification {
 			v.ProblemDevices++
 			for _, p := range probs {
 				if len(v.Problems) < chaosMaxProblems {
-					v.Problems = append(v.Problems, s.UUID+": "+p)
+					v.Problems = append(v.Problems, f.Sim.UUID+": "+p)
 				}
 			}
 		}
@@ -866,32 +880,33 @@ func evaluateChaos(facts []chaosFacts) benchVerification {
 	return v
 }
 
-// checkChaosDevice lists what is wrong with one device (nil: nothing).
-func checkChaosDevice(f chaosFacts) []string {
-	var p []string
+// checkChaosDevice runs every check on one device: one result per check,
+// in the order of the chaosCheck constants.
+func checkChaosDevice(f chaosFacts) []chaosResult {
 	s := f.Sim
-	if s.State != "post" || s.ControlMode != "acm" || !s.TLSEnabled {
-		p = append(p, fmt.Sprintf("simulator: %s/%s tls=%v, want post/acm tls=true", s.State, s.ControlMode, s.TLSEnabled))
-	}
-	if f.Entered != 1 || f.Left != 0 {
-		p = append(p, fmt.Sprintf("simulator: entered post-provisioning %d times and left it %d times, want once and never", f.Entered, f.Left))
-	}
-	if f.JobsSucceeded != 1 {
-		p = append(p, fmt.Sprintf("%d succeeded jobs, want 1", f.JobsSucceeded))
-	}
-	if f.JobsOpen != 0 {
-		p = append(p, fmt.Sprintf("%d jobs still queued or running", f.JobsOpen))
-	}
-	if f.CommitsOK != 1 {
-		p = append(p, fmt.Sprintf("%d successful commit steps, want 1", f.CommitsOK))
-	}
-	if f.Events != 1 {
-		p = append(p, fmt.Sprintf("%d distinct provisioning.succeeded events on the stream, want 1", f.Events))
-	}
+	var inv []string
 	if m := inventoryMatches(f); m != "" {
-		p = append(p, m)
+		inv = []string{m}
 	}
-	return p
+	return []chaosResult{
+		{checkSimProvisioned, problemIf(s.State != "post" || s.ControlMode != "acm" || !s.TLSEnabled,
+			"simulator: %s/%s tls=%v, want post/acm tls=true", s.State, s.ControlMode, s.TLSEnabled)},
+		{checkSimEnteredOnce, problemIf(f.Entered != 1 || f.Left != 0,
+			"simulator: entered post-provisioning %d times and left it %d times, want once and never", f.Entered, f.Left)},
+		{checkJobSucceededOne, append(problemIf(f.JobsSucceeded != 1, "%d succeeded jobs, want 1", f.JobsSucceeded),
+			problemIf(f.JobsOpen != 0, "%d jobs still queued or running", f.JobsOpen)...)},
+		{checkCommitOne, problemIf(f.CommitsOK != 1, "%d successful commit steps, want 1", f.CommitsOK)},
+		{checkEventOne, problemIf(f.Events != 1, "%d distinct provisioning.succeeded events on the stream, want 1", f.Events)},
+		{checkInventoryMatch, inv},
+	}
+}
+
+// problemIf is the problem format describes when bad holds, else none.
+func problemIf(bad bool, format string, args ...any) []string {
+	if !bad {
+		return nil
+	}
+	return []string{fmt.Sprintf(format, args...)}
 }
 
 // inventoryMatches compares the inventory's rows with the simulator ("":

@@ -60,7 +60,17 @@ func TestCheckChaosDevice(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := goodFacts()
 			tt.edit(&f)
-			got := checkChaosDevice(f)
+			results := checkChaosDevice(f)
+			var got []string
+			for i, r := range results {
+				if r.check != chaosCheck(i) {
+					t.Fatalf("result %d is of check %d, want one result per check in order", i, r.check)
+				}
+				got = append(got, r.problems...)
+			}
+			if len(results) != int(checkInventoryMatch)+1 {
+				t.Fatalf("%d results, want one per check", len(results))
+			}
 			if tt.want == "" {
 				if len(got) != 0 {
 					t.Fatalf("problems %q, want none", got)
