@@ -93,7 +93,7 @@ type Relay struct {
 	cfg  RelayConfig
 
 	claimSQL  string
-	claimArgs []any // after $1, the batch size
+	claimArgs []any // the batch size ($1), then the prefix bounds
 	cfgErr    error // a malformed Topics entry
 
 	published metric.Int64Counter
@@ -118,7 +118,9 @@ func NewRelay(pool *pgxpool.Pool, pub Publisher, cfg RelayConfig) *Relay {
 		delay = metricnoop.Float64Histogram{}
 	}
 	r := &Relay{pool: pool, pub: pub, cfg: cfg, published: published, delay: delay}
-	r.claimSQL, r.claimArgs, r.cfgErr = claimQuery(cfg.Topics)
+	var bounds []any
+	r.claimSQL, bounds, r.cfgErr = claimQuery(cfg.Topics)
+	r.claimArgs = append([]any{cfg.BatchSize}, bounds...)
 	return r
 }
 
@@ -306,7 +308,7 @@ func (r *Relay) batch(ctx context.Context) (published, claimed int, err error) {
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
-	rows, err := tx.Query(ctx, r.claimSQL, append([]any{r.cfg.BatchSize}, r.claimArgs...)...)
+	rows, err := tx.Query(ctx, r.claimSQL, r.claimArgs...)
 	if err != nil {
 		return 0, 0, fmt.Errorf("outbox relay: claim rows: %w", err)
 	}
