@@ -585,14 +585,10 @@ func (c *benchChaos) addReplacedUsage(after map[string]svcUsage, log *slog.Logge
 	}
 }
 
-// finish waits for the kills' outcome, verifies every device and puts
-// both in r.Chaos; the error says what went wrong, if anything did.
+// finish verifies every device and puts the verdict and the kills'
+// outcome in r.Chaos; the error says what went wrong, if anything did.
+// Call it after measurementEnded, with ctx not ended: run has returned.
 func (c *benchChaos) finish(ctx context.Context, col *benchCollector, r *benchRun) error {
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 	v := c.verify(ctx, col)
 	exits, exitErr := upExits(c.up.logPath, c.start)
 	final, stateErr := readUpState(c.dir)
