@@ -32,22 +32,7 @@ const (
 
 func TestE2EChaosKill9DuringBench(t *testing.T) {
 	bin, deploy := repoPaths(t)
-	// Not t.TempDir: its parent is 0700, and the private PostgreSQL runs as
-	// the postgres user when the tests run as root.
-	work, err := os.MkdirTemp("", "amtprov-chaos-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			_ = os.RemoveAll(work)
-		} else {
-			t.Logf("run directory kept: %s", work)
-		}
-	})
+	work := e2eRunDir(t, "amtprov-chaos-e2e-")
 	out := filepath.Join(work, "chaos.json")
 	// A 15 s job lease (ack wait 7.5 s) instead of the provisioner's 60 s,
 	// so the jobs of the killed replica are taken over within the test's

@@ -393,11 +393,13 @@ func deviceTraces(jaeger, uuid string) ([]jaegerTrace, error) {
 	return out.Data, nil
 }
 
-func TestE2EUpProvisionsAndTraces(t *testing.T) {
-	bin, deploy := repoPaths(t)
-	// Not t.TempDir: its parent is 0700, and the private PostgreSQL runs as
-	// the postgres user when the tests run as root.
-	dir, err := os.MkdirTemp("", "amtprov-e2e-")
+// e2eRunDir makes a run directory for an end-to-end test, removed when the
+// test passes and kept (and logged) when it fails. Not t.TempDir: its
+// parent is 0700, and the private PostgreSQL runs as the postgres user when
+// the tests run as root.
+func e2eRunDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,6 +413,12 @@ func TestE2EUpProvisionsAndTraces(t *testing.T) {
 			t.Logf("run directory kept: %s", dir)
 		}
 	})
+	return dir
+}
+
+func TestE2EUpProvisionsAndTraces(t *testing.T) {
+	bin, deploy := repoPaths(t)
+	dir := e2eRunDir(t, "amtprov-e2e-")
 	c := startCluster(t, bin, deploy, dir)
 	hellos := c.service("hello-listener")
 	inventories := c.service("inventory")
