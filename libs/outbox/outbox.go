@@ -25,16 +25,11 @@ const MaxDataSize = 256 << 10
 var traceContext = propagation.TraceContext{}
 
 // insertSQL inserts the event and, in the same statement, queues a NOTIFY
-// that PostgreSQL delivers only if the transaction commits. An event with a
-// msg_id already waiting in the outbox is not stored twice.
-const insertSQL = `
-WITH ins AS (
-    INSERT INTO outbox (topic, headers, data, msg_id)
-    VALUES ($1, $2, $3, $4)
-    ON CONFLICT (msg_id) DO NOTHING
-    RETURNING id
-)
-SELECT pg_notify('` + NotifyChannel + `', '') FROM ins`
+// that PostgreSQL delivers only if the transaction commits (InsertCTE over
+// a one-row source). An event with a msg_id already waiting in the outbox is
+// not stored twice.
+var insertSQL = `WITH ` + InsertCTE("ins", "(VALUES (1)) AS one", 1) + `
+SELECT count(*) FROM ins_notify`
 
 // Add stores env in the outbox inside the caller's transaction tx; it is
 // published once tx commits and discarded if tx rolls back. The W3C trace
@@ -42,51 +37,42 @@ SELECT pg_notify('` + NotifyChannel + `', '') FROM ins`
 // stored with it, so the published message continues that trace. Adding an
 // event whose ce-id is already waiting in the outbox does nothing.
 func Add(ctx context.Context, tx pgx.Tx, env events.Envelope, traceCtx context.Context) error {
-	r, err := NewRow(env, traceCtx)
+	args, err := InsertArgs(env, traceCtx)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, insertSQL, r.Args()...); err != nil {
+	if _, err := tx.Exec(ctx, insertSQL, args...); err != nil {
 		return fmt.Errorf("outbox: add %s %s: %w", env.Topic, env.ID, err)
 	}
 	return nil
 }
 
-// Row is an event checked and rendered as its outbox columns, for a caller
-// that inserts it inside its own statement (InsertCTE) instead of with Add.
-type Row struct {
-	Topic   string
-	Headers []byte // JSON, with the trace context
-	Data    []byte
-	MsgID   string
-}
-
-// NewRow checks env and renders its outbox columns as Add stores them.
-func NewRow(env events.Envelope, traceCtx context.Context) (Row, error) {
+// InsertArgs checks env and renders its outbox columns as Add stores them,
+// for a caller that inserts the event inside its own statement (InsertCTE)
+// instead of with Add: the values of InsertCTE's parameters, in order
+// (topic, headers as JSON with the trace context of traceCtx, data, msg_id).
+func InsertArgs(env events.Envelope, traceCtx context.Context) ([]any, error) {
 	h := env.Headers()
 	if _, err := events.Parse(env.Topic, h, env.Data); err != nil {
-		return Row{}, fmt.Errorf("outbox: add %s: %w", env.Topic, err)
+		return nil, fmt.Errorf("outbox: add %s: %w", env.Topic, err)
 	}
 	if len(env.Data) > MaxDataSize {
-		return Row{}, fmt.Errorf("outbox: add %s: %w: body is %d bytes, limit %d", env.Topic, events.ErrInvalid, len(env.Data), MaxDataSize)
+		return nil, fmt.Errorf("outbox: add %s: %w: body is %d bytes, limit %d", env.Topic, events.ErrInvalid, len(env.Data), MaxDataSize)
 	}
 	if traceCtx != nil {
 		traceContext.Inject(traceCtx, carrier(h))
 	}
 	hj, err := json.Marshal(h)
 	if err != nil {
-		return Row{}, fmt.Errorf("outbox: add %s: encode headers: %w", env.Topic, err)
+		return nil, fmt.Errorf("outbox: add %s: encode headers: %w", env.Topic, err)
 	}
-	return Row{Topic: env.Topic, Headers: hj, Data: env.Data, MsgID: env.ID}, nil
+	return []any{env.Topic, hj, env.Data, env.ID}, nil
 }
 
-// Args are the row's values in the order InsertCTE and Add number them.
-func (r Row) Args() []any { return []any{r.Topic, r.Headers, r.Data, r.MsgID} }
-
 // InsertCTE returns two common table expressions that add one outbox row
-// per row of the CTE named from, with the values Args gives as parameters
-// $first to $first+3, and signal the relay like Add. The caller's statement
-// must read the second one (named name+"_notify"), or PostgreSQL does not
+// per row of from (a CTE name, or any FROM item), with the values
+// InsertArgs gives as parameters $first to $first+3, and signal the relay
+// like Add. The caller's statement must read the second one (named name+"_notify"), or PostgreSQL does not
 // run it; e.g. "SELECT ..., (SELECT count(*) FROM ev_notify) FROM ...".
 // The row is inserted only when from has a row, in the caller's statement:
 // a condition and the event are one atomic round trip.

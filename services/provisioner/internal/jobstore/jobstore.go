@@ -428,11 +428,11 @@ func (s *Store) finishStepInline(ctx context.Context, job Job, owner, step strin
 	if err != nil {
 		return err
 	}
-	row, err := outbox.NewRow(env, ctx)
+	evArgs, err := outbox.InsertArgs(env, ctx)
 	if err != nil {
 		return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
 	}
-	args := append([]any{job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State), r.Attempt}, row.Args()...)
+	args := append([]any{job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State), r.Attempt}, evArgs...)
 	var started, finished time.Time
 	var notified int64
 	err = s.pool.QueryRow(ctx, finishStepSQL, args...).Scan(&started, &finished, &notified)
