@@ -185,32 +185,19 @@ func TestPostWatcher(t *testing.T) {
 	once, twice, never, already := mk(1, amt.InProvisioning), mk(2, amt.InProvisioning), mk(3, amt.InProvisioning), mk(4, amt.PostProvisioning)
 	w := watchPost(context.Background(), []watchedDevice{once, twice, never, already})
 	defer w.stop()
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.After(5 * time.Second)
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for !cond() {
-			select {
-			case <-deadline:
-				t.Fatalf("%s: not within 5 s", what)
-			case <-tick.C:
-			}
-		}
-	}
 	transitions := func(d *fakeDevice, in, out int) func() bool {
 		return func() bool { e, l := w.transitions(d.uuid.String()); return e == in && l == out }
 	}
-	wait("the device already post counts as entered", transitions(already, 1, 0))
+	waitFor(t, "the device already post counts as entered", transitions(already, 1, 0))
 	once.set(amt.PostProvisioning)
-	wait("once: entered", transitions(once, 1, 0))
+	waitFor(t, "once: entered", transitions(once, 1, 0))
 	twice.set(amt.PostProvisioning)
-	wait("twice: entered", transitions(twice, 1, 0))
+	waitFor(t, "twice: entered", transitions(twice, 1, 0))
 	twice.set(amt.PreProvisioning) // unprovisioned
-	wait("twice: left", transitions(twice, 1, 1))
+	waitFor(t, "twice: left", transitions(twice, 1, 1))
 	twice.set(amt.InProvisioning)
 	twice.set(amt.PostProvisioning)
-	wait("twice: entered again", transitions(twice, 2, 1))
+	waitFor(t, "twice: entered again", transitions(twice, 2, 1))
 	never.set(amt.PreProvisioning)
 	if w.postCount() != 3 {
 		t.Errorf("post count %d, want 3", w.postCount())
