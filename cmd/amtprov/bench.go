@@ -573,7 +573,7 @@ wait:
 		}
 	}
 	stopWatch()
-	r.ElapsedS = round3(time.Since(start).Seconds())
+	r.ElapsedS = since(start)
 	if chaos != nil {
 		// The killed processes' CPU up to the kill and their successors'
 		// count too; the kills' outcome is known before they are read.

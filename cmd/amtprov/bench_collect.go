@@ -294,7 +294,7 @@ func sampleLag(ctx context.Context, js jetstream.JetStream, durable string, inte
 		cancel()
 		switch {
 		case err == nil:
-			out = append(out, benchLagSample{T: round3(time.Since(start).Seconds()), Pending: info.NumPending, AckPending: info.NumAckPending})
+			out = append(out, benchLagSample{T: since(start), Pending: info.NumPending, AckPending: info.NumAckPending})
 		case ctx.Err() != nil:
 			return out, nil
 		case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, context.DeadlineExceeded):
