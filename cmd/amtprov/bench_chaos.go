@@ -279,9 +279,6 @@ func (c *benchChaos) close() {
 	c.pool.Close()
 }
 
-// since is seconds after start, rounded to the millisecond.
-func since(start time.Time) float64 { return round3(time.Since(start).Seconds()) }
-
 // run waits for the threshold, kills the three processes and waits for up
 // to bring each back; everything is recorded in c.rep.
 func (c *benchChaos) run(ctx context.Context, start time.Time) {

@@ -264,6 +264,9 @@ func curve(done []float64, n int) []benchPoint {
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 
+// since is seconds after start, rounded to the millisecond.
+func since(start time.Time) float64 { return round3(time.Since(start).Seconds()) }
+
 // benchLagSample is one sample of the provisioner consumer's backlog.
 type benchLagSample struct {
 	T          float64 `json:"t_s"`
