@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
@@ -446,8 +445,7 @@ func (l *Listener) publish(ctx context.Context, h amt.Hello, remote netip.AddrPo
 		ev.RootHashes[i] = events.RootHash{Alg: rh.Alg.String(), Hex: rh.Hex()}
 	}
 	if err := l.pub.Publish(ctx, ev, id, bus.InCallerSpan()); err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "publish failed")
+		// The publisher recorded the error on the span (InCallerSpan).
 		// The firmware sends the hello again on its schedule (PROTOCOL.md §3),
 		// so a bus outage delays the device; it does not lose it.
 		l.reject(ctx, netAddr(remote), ReasonPublish, err)

@@ -1,7 +1,6 @@
 package listener_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/amtprov/amtprov/libs/amt"
@@ -128,22 +128,14 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// metric scrapes one Prometheus sample from the listener's meter.
-func metric(t testing.TB, h http.Handler, name, label string) float64 {
+// metric scrapes one Prometheus sample from the listener's meter (see
+// telemetry.SeriesValue for labels); 0 when the series is not exposed.
+func metric(t testing.TB, h http.Handler, name string, labels map[string]string) float64 {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	sc := bufio.NewScanner(rec.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+"{") && (label == "" || strings.Contains(line, label)) || strings.HasPrefix(line, name+" ") && label == "" {
-			var v float64
-			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
-				return v
-			}
-		}
-	}
-	return 0
+	v, _ := telemetry.SeriesValue(rec.Body.String(), name, labels)
+	return v
 }
 
 func TestValidHelloBecomesEvent(t *testing.T) {
@@ -218,7 +210,7 @@ func TestFirmwareRetriesCollapse(t *testing.T) {
 	pkt1, _ := helloFor(t, 7, 1)
 	send(t, f.addr, sourceIP(7), pkt1) // the next retry is a new fact
 	waitFor(t, "3 sends + 1 processed", func() bool {
-		return metric(t, f.metrics, "hellos_published_total", "") == 4
+		return metric(t, f.metrics, "hellos_published_total", nil) == 4
 	})
 	if n := streamCount(t, f.js); n != 2 {
 		t.Fatalf("stream holds %d hellos, want 2 (retry 0 de-duplicated)", n)
@@ -249,7 +241,7 @@ func TestRejections(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := metric(t, f.metrics, "hellos_rejected_total", `reason="`+c.reason+`"`)
+			before := metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": c.reason})
 			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: sourceIP(100 + i)}}
 			conn, err := d.Dial("tcp", f.addr)
 			if err != nil {
@@ -262,7 +254,7 @@ func TestRejections(t *testing.T) {
 				_ = conn.(*net.TCPConn).CloseWrite()
 			}
 			waitFor(t, c.reason+" counted", func() bool {
-				return metric(t, f.metrics, "hellos_rejected_total", `reason="`+c.reason+`"`) == before+1
+				return metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": c.reason}) == before+1
 			})
 			_ = conn.Close()
 		})
@@ -288,27 +280,27 @@ func TestConnectionCap(t *testing.T) {
 		_, _ = conn.Write(good[:10]) // an unfinished hello keeps its slot
 		held = append(held, conn)
 	}
-	waitFor(t, "3 connections open", func() bool { return metric(t, f.metrics, "hello_connections_active", "") == 3 })
-	before := metric(t, f.metrics, "hellos_rejected_total", `reason="overloaded"`)
+	waitFor(t, "3 connections open", func() bool { return metric(t, f.metrics, "hello_connections_active", nil) == 3 })
+	before := metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": "overloaded"})
 	pkt, _ := helloFor(t, 401, 0)
 	send(t, f.addr, sourceIP(130), pkt)
 	waitFor(t, "the 4th connection refused", func() bool {
-		return metric(t, f.metrics, "hellos_rejected_total", `reason="overloaded"`) == before+1
+		return metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": "overloaded"}) == before+1
 	})
 	for _, c := range held {
 		_ = c.Close() // 10 bytes and EOF: rejected as short, slot freed
 	}
-	waitFor(t, "slots free", func() bool { return metric(t, f.metrics, "hello_connections_active", "") == 0 })
+	waitFor(t, "slots free", func() bool { return metric(t, f.metrics, "hello_connections_active", nil) == 0 })
 	// One at a time: a connection holds its slot until its hello is
 	// stored, so a burst of 20 would be partly refused with a cap of 3.
 	for i := range 20 {
 		pkt, _ := helloFor(t, 410+i, 0)
 		send(t, f.addr, sourceIP(140+i), pkt)
 		waitFor(t, "the hello stored and its slot free", func() bool {
-			return streamCount(t, f.js) == uint64(i+1) && metric(t, f.metrics, "hello_connections_active", "") == 0
+			return streamCount(t, f.js) == uint64(i+1) && metric(t, f.metrics, "hello_connections_active", nil) == 0
 		})
 	}
-	if got := metric(t, f.metrics, "hellos_rejected_total", `reason="overloaded"`); got != before+1 {
+	if got := metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": "overloaded"}); got != before+1 {
 		t.Fatalf("%v connections refused as overloaded, want %v", got, before+1)
 	}
 }
@@ -343,10 +335,13 @@ func TestBusOutage(t *testing.T) {
 	began := time.Now()
 	send(t, f.addr, sourceIP(170), pkt)
 	waitFor(t, "the hello refused as publish_failed", func() bool {
-		return metric(t, f.metrics, "hellos_rejected_total", `reason="publish_failed"`) == 1
+		return metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": "publish_failed"}) == 1
 	})
 	if took := time.Since(began); took < 300*time.Millisecond {
 		t.Fatalf("refused after %s, before the 300ms publish timeout", took)
+	}
+	if ended := f.spans.Ended(); len(ended) != 1 || ended[0].Status().Code != codes.Error || len(ended[0].Events()) != 1 {
+		t.Fatalf("spans %v: want the hello's one span, with status Error and one exception event", ended)
 	}
 	if _, err := bus.EnsureStream(ctx, f.js, bus.StreamConfig{}); err != nil {
 		t.Fatal(err)
@@ -371,7 +366,7 @@ func TestSlowSenderKeepsItsPublishTimeout(t *testing.T) {
 	_, _ = conn.Write(pkt[10:])
 	_ = conn.Close()
 	waitFor(t, "the slow hello stored", func() bool { return streamCount(t, f.js) == 1 })
-	if got := metric(t, f.metrics, "hellos_rejected_total", `reason="publish_failed"`); got != 0 {
+	if got := metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": "publish_failed"}); got != 0 {
 		t.Fatalf("%v hellos refused as publish_failed", got)
 	}
 }
@@ -383,16 +378,16 @@ func TestPerIPRateLimit(t *testing.T) {
 		send(t, f.addr, sourceIP(50), pkt)
 	}
 	waitFor(t, "8 connections handled", func() bool {
-		return metric(t, f.metrics, "hellos_published_total", "")+metric(t, f.metrics, "hellos_rejected_total", `reason="rate_limited"`) == 8
+		return metric(t, f.metrics, "hellos_published_total", nil)+metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": "rate_limited"}) == 8
 	})
-	if got := metric(t, f.metrics, "hellos_published_total", ""); got < 3 || got > 4 {
+	if got := metric(t, f.metrics, "hellos_published_total", nil); got < 3 || got > 4 {
 		t.Fatalf("published %v hellos from one IP with a burst of 3", got)
 	}
 	// Another address is not affected.
 	pkt, _ := helloFor(t, 300, 0)
-	before := metric(t, f.metrics, "hellos_published_total", "")
+	before := metric(t, f.metrics, "hellos_published_total", nil)
 	send(t, f.addr, sourceIP(51), pkt)
-	waitFor(t, "other IP published", func() bool { return metric(t, f.metrics, "hellos_published_total", "") == before+1 })
+	waitFor(t, "other IP published", func() bool { return metric(t, f.metrics, "hellos_published_total", nil) == before+1 })
 }
 
 func TestStatusPage(t *testing.T) {
@@ -467,13 +462,13 @@ func TestThousandHellosWithGarbage(t *testing.T) {
 	close(jobs)
 	wg.Wait()
 	waitFor(t, "second round processed", func() bool {
-		return metric(t, f.metrics, "hellos_published_total", "") == 2*hellos
+		return metric(t, f.metrics, "hellos_published_total", nil) == 2*hellos
 	})
 	if n := streamCount(t, f.js); n != hellos {
 		t.Fatalf("stream holds %d hellos after a replay, want %d", n, hellos)
 	}
 	for _, k := range kinds {
-		if got := metric(t, f.metrics, "hellos_rejected_total", `reason="`+k.reason+`"`); got != 2*garbage/float64(len(kinds)) {
+		if got := metric(t, f.metrics, "hellos_rejected_total", map[string]string{"reason": k.reason}); got != 2*garbage/float64(len(kinds)) {
 			t.Errorf("reason %s: %v rejections, want %v", k.reason, got, 2*garbage/len(kinds))
 		}
 	}
