@@ -359,3 +359,20 @@ func TestCallIgnoresJetStreamAck(t *testing.T) {
 		t.Fatalf("Call = %v, %+v", err, resp)
 	}
 }
+
+// A Call without a deadline on a closed connection fails at once
+// (UNAVAILABLE) instead of waiting for a reply that cannot come.
+func TestCallOnClosedConnection(t *testing.T) {
+	nc := connect(t, bustest.RunServer(t))
+	nc.Close()
+	errc := make(chan error, 1)
+	go func() { errc <- admin.Call(context.Background(), nc, subjEcho, echoReq{Name: "x"}, nil) }()
+	select {
+	case err := <-errc:
+		if admin.CodeOf(err) != admin.CodeUnavailable {
+			t.Fatalf("Call = %v, want UNAVAILABLE", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Call on a closed connection did not return within 5 s")
+	}
+}

@@ -11,7 +11,10 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 )
 
-// DefaultTimeout bounds Call when ctx has no earlier deadline.
+// DefaultTimeout bounds Call when ctx has no earlier deadline: generous, as
+// admin verbs such as creating a dev domain take seconds. It is also what
+// ends a Call whose connection closes while it waits for the reply (nats.go
+// does not close a ChanSubscribe channel then).
 const DefaultTimeout = 30 * time.Second
 
 // Call sends req as JSON to subject and decodes the reply's result into
