@@ -424,12 +424,10 @@ func (r *repo) saveOtherConsole(ctx context.Context, tx pgx.Tx, idn sweep.Identi
 		curVersion  int
 		nextVersion int
 	)
-	err := tx.QueryRow(ctx, `SELECT (SELECT uuid::text FROM device_credentials WHERE uuid = $1 AND active),
-    COALESCE((SELECT source FROM device_credentials WHERE uuid = $1 AND active), ''),
-    COALESCE((SELECT username FROM device_credentials WHERE uuid = $1 AND active), ''),
-    (SELECT password_enc FROM device_credentials WHERE uuid = $1 AND active),
-    COALESCE((SELECT version FROM device_credentials WHERE uuid = $1 AND active), 0),
-    COALESCE((SELECT max(version) FROM device_credentials WHERE uuid = $1), 0) + 1`, idn.UUID).Scan(&cur, &curSource, &curUser, &curEnc, &curVersion, &nextVersion)
+	// The active row, if any, and the next version, in one read.
+	err := tx.QueryRow(ctx, `SELECT a.uuid::text, COALESCE(a.source, ''), COALESCE(a.username, ''), a.password_enc, COALESCE(a.version, 0),
+    COALESCE((SELECT max(version) FROM device_credentials WHERE uuid = $1), 0) + 1
+FROM (SELECT 1) one LEFT JOIN device_credentials a ON a.uuid = $1 AND a.active`, idn.UUID).Scan(&cur, &curSource, &curUser, &curEnc, &curVersion, &nextVersion)
 	if err != nil {
 		return fmt.Errorf("credentials of %s: %w", idn.UUID, err)
 	}
