@@ -155,8 +155,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	cfg.Workflow.Logger = deps.Log
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log}
-	s.store = jobstore.New(deps.Pool, outbox.Add, deps.Source)
-	s.store.InlineOutbox = true // outbox.Add's table: a step's end and its event in one round trip
+	s.store = jobstore.New(deps.Pool, deps.Source)
 	s.store.FailedCooldown = max(cfg.RetryFailedAfter, 0)
 	m, err := newMetrics(deps.Tel.Meter, s.inProgress.Load)
 	if err != nil {
@@ -406,7 +405,7 @@ func EnsureDefaultProfile(ctx context.Context, pool *pgxpool.Pool, name string, 
 	if exists {
 		return nil
 	}
-	_, err := jobstore.New(pool, nil, "").CreateProfile(ctx, jobstore.Profile{Name: name, IsDefault: true, Settings: settings})
+	_, err := jobstore.New(pool, "").CreateProfile(ctx, jobstore.Profile{Name: name, IsDefault: true, Settings: settings})
 	if errors.Is(err, jobstore.ErrExists) {
 		return nil
 	}

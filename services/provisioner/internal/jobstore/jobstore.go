@@ -98,14 +98,11 @@ type Step struct {
 // Done reports whether the step finished in a way the workflow moves past.
 func (s Step) Done() bool { return s.Outcome == OutcomeOK || s.Outcome == OutcomeSkipped }
 
-// OutboxFunc writes env in tx (libs/outbox.Add); traceCtx carries the
-// trace context to record with it.
-type OutboxFunc func(ctx context.Context, tx pgx.Tx, env events.Envelope, traceCtx context.Context) error
-
-// Store is the repository. Safe for concurrent use.
+// Store is the repository. Safe for concurrent use. The events it writes
+// go to libs/outbox's table in the transaction (or statement) of the change
+// they report.
 type Store struct {
 	pool   *pgxpool.Pool
-	outbox OutboxFunc
 	source string // ce-source of the events it writes
 	// FailedCooldown: a hello within this long after the device's last
 	// job failed is Stale instead of starting a new attempt, so a device
@@ -117,17 +114,11 @@ type Store struct {
 	// its BeginStep to its FinishStep). Set it before use; the provisioner
 	// records its step latency metric with it.
 	StepFinished func(ctx context.Context, step, outcome string, took time.Duration)
-	// InlineOutbox says the outbox is libs/outbox's table (New was given
-	// outbox.Add): FinishStep then writes a step's end and its event in one
-	// statement, one round trip instead of four (BEGIN, UPDATE, INSERT,
-	// COMMIT), when the result carries its Attempt and activates no
-	// credentials. Set it before use.
-	InlineOutbox bool
 }
 
-// New returns a Store on pool that writes events with outbox, as source.
-func New(pool *pgxpool.Pool, outbox OutboxFunc, source string) *Store {
-	return &Store{pool: pool, outbox: outbox, source: source}
+// New returns a Store on pool whose events carry ce-source source.
+func New(pool *pgxpool.Pool, source string) *Store {
+	return &Store{pool: pool, source: source}
 }
 
 // Pool is the store's pool (for the outbox relay and health checks).
@@ -364,65 +355,32 @@ type StepResult struct {
 	CredentialsVersion int
 	TLSCertSHA256      string
 	// Attempt is the attempt number BeginStep returned for this run of the
-	// step; 0 means unknown (FinishStep reads it). With it the step's end
-	// is recorded only if the step was not begun again since.
+	// step; 0 means unknown (FinishStep reads the latest, one more round
+	// trip). The step's end is recorded only for that attempt.
 	Attempt int
 }
 
 // FinishStep records the end of a step and, with its "step" event, reports
-// it through the outbox in the same transaction.
+// it through the outbox, in one statement: the lease check, the step's end
+// (only for the attempt the caller began) and the event, written only if
+// the step row was updated. A commit step's credentials activate in the
+// same transaction.
 func (s *Store) FinishStep(ctx context.Context, job Job, owner, step string, r StepResult) error {
-	if s.InlineOutbox && s.outbox != nil && r.Attempt > 0 && r.CredentialsVersion == 0 {
-		return s.finishStepInline(ctx, job, owner, step, r)
-	}
-	var started, at time.Time
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var n int
-		err := tx.QueryRow(ctx, `WITH l AS (
-				SELECT id FROM provisioning_jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running' FOR SHARE)
-			UPDATE provisioning_steps SET finished = now(), outcome = $4, return_value = $5, error_code = $6,
-				state = coalesce($7::jsonb, state)
-			WHERE job_id = (SELECT id FROM l) AND step = $3 RETURNING attempt_no, started, clock_timestamp()`,
-			job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State)).Scan(&n, &started, &at)
+	n := r.Attempt
+	if n == 0 {
+		// The caller did not keep BeginStep's answer: the step's latest
+		// attempt, which the event names.
+		err := s.pool.QueryRow(ctx, `SELECT attempt_no FROM provisioning_steps WHERE job_id = $1 AND step = $2`, job.ID, step).Scan(&n)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, ErrLeaseLost)
+			return fmt.Errorf("finish step %s of job %d: never begun: %w", step, job.ID, ErrLeaseLost)
 		}
 		if err != nil {
 			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
 		}
-		if r.Outcome == OutcomeOK && r.CredentialsVersion > 0 {
-			if err := activate(ctx, tx, job.UUID, r.CredentialsVersion, r.TLSCertSHA256); err != nil {
-				return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
-			}
-		}
-		return s.emit(ctx, tx, job, events.ProvisioningStep, step, n, at, func(p *events.Provisioning) {
-			p.Outcome, p.ReturnValue, p.ErrorCode = r.Outcome, r.ReturnValue, r.ErrorCode
-		})
-	})
-	if err == nil && s.StepFinished != nil {
-		s.StepFinished(ctx, step, r.Outcome, max(at.Sub(started), 0))
 	}
-	return err
-}
-
-// finishStepSQL is FinishStep's transaction as one statement: the lease
-// check, the step's end (only for the attempt the caller began) and its
-// event in the outbox, which is written only if the step row was updated.
-var finishStepSQL = `WITH l AS (
-		SELECT id FROM provisioning_jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running' FOR SHARE),
-	u AS (
-		UPDATE provisioning_steps SET finished = clock_timestamp(), outcome = $4, return_value = $5, error_code = $6,
-			state = coalesce($7::jsonb, state)
-		WHERE job_id = (SELECT id FROM l) AND step = $3 AND attempt_no = $8 RETURNING started, finished),
-	` + outbox.InsertCTE("ev", "u", 9) + `
-	SELECT started, finished, (SELECT count(*) FROM ev_notify) FROM u`
-
-// finishStepInline is FinishStep in one round trip (see InlineOutbox). The
-// event is built before the statement, so its time is this process's clock
-// (the step row keeps the database's, like the other path).
-func (s *Store) finishStepInline(ctx context.Context, job Job, owner, step string, r StepResult) error {
-	at := time.Now()
-	env, err := s.event(job, events.ProvisioningStep, step, r.Attempt, at, func(p *events.Provisioning) {
+	// The event is built before the statement, so its time is this
+	// process's clock; the step row keeps the database's.
+	env, err := s.event(job, events.ProvisioningStep, step, n, time.Now(), func(p *events.Provisioning) {
 		p.Outcome, p.ReturnValue, p.ErrorCode = r.Outcome, r.ReturnValue, r.ErrorCode
 	})
 	if err != nil {
@@ -432,21 +390,50 @@ func (s *Store) finishStepInline(ctx context.Context, job Job, owner, step strin
 	if err != nil {
 		return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
 	}
-	args := append([]any{job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State), r.Attempt}, evArgs...)
+	args := append([]any{job.ID, owner, step, r.Outcome, r.ReturnValue, clean(r.ErrorCode, 64), nullJSON(r.State), n}, evArgs...)
 	var started, finished time.Time
 	var notified int64
-	err = s.pool.QueryRow(ctx, finishStepSQL, args...).Scan(&started, &finished, &notified)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, ErrLeaseLost)
+	record := func(q interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) error {
+		err := q.QueryRow(ctx, finishStepSQL, args...).Scan(&started, &finished, &notified)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, ErrLeaseLost)
+		}
+		if err != nil {
+			return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+		}
+		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+	if r.Outcome == OutcomeOK && r.CredentialsVersion > 0 {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if err := record(tx); err != nil {
+				return err
+			}
+			if err := activate(ctx, tx, job.UUID, r.CredentialsVersion, r.TLSCertSHA256); err != nil {
+				return fmt.Errorf("finish step %s of job %d: %w", step, job.ID, err)
+			}
+			return nil
+		})
+	} else {
+		err = record(s.pool)
 	}
-	if s.StepFinished != nil {
+	if err == nil && s.StepFinished != nil {
 		s.StepFinished(ctx, step, r.Outcome, max(finished.Sub(started), 0))
 	}
-	return nil
+	return err
 }
+
+// finishStepSQL is FinishStep's statement; $8 is the attempt, $9-$12 the
+// event's outbox columns.
+var finishStepSQL = `WITH l AS (
+		SELECT id FROM provisioning_jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running' FOR SHARE),
+	u AS (
+		UPDATE provisioning_steps SET finished = clock_timestamp(), outcome = $4, return_value = $5, error_code = $6,
+			state = coalesce($7::jsonb, state)
+		WHERE job_id = (SELECT id FROM l) AND step = $3 AND attempt_no = $8 RETURNING started, finished),
+	` + outbox.InsertCTE("ev", "u", 9) + `
+	SELECT started, finished, (SELECT count(*) FROM ev_notify) FROM u`
 
 func nullJSON(b json.RawMessage) any {
 	if len(b) == 0 {
@@ -565,14 +552,11 @@ func activate(ctx context.Context, tx pgx.Tx, uuid string, version int, certSHA2
 // number n, so a retried transaction cannot produce two different events
 // for one fact; at is the database's clock.
 func (s *Store) emit(ctx context.Context, tx pgx.Tx, job Job, ev events.ProvisioningEvent, step string, n int, at time.Time, fill func(*events.Provisioning)) error {
-	if s.outbox == nil {
-		return nil
-	}
 	env, err := s.event(job, ev, step, n, at, fill)
 	if err != nil {
 		return err
 	}
-	if err := s.outbox(ctx, tx, env, ctx); err != nil {
+	if err := outbox.Add(ctx, tx, env, ctx); err != nil {
 		return fmt.Errorf("emit %s of job %d: %w", ev, job.ID, err)
 	}
 	return nil

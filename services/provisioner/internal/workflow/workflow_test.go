@@ -38,7 +38,7 @@ type env struct {
 
 func newEnv(t *testing.T, domains ...workflow.Domain) env {
 	t.Helper()
-	st := jobstore.New(storetest.New(t), nil, "/provisioner/test")
+	st := jobstore.New(storetest.New(t), "/provisioner/test")
 	if _, err := st.CreateProfile(context.Background(), jobstore.Profile{Name: "default", IsDefault: true,
 		Settings: jobstore.Settings{SOL: true, KVM: true, UserConsent: "kvm"}}); err != nil {
 		t.Fatal(err)

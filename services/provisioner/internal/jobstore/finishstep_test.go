@@ -50,17 +50,16 @@ func outboxRows(t *testing.T, pool *pgxpool.Pool) []outboxRow {
 	return out
 }
 
-// TestFinishStepInlineMatchesTransaction: with InlineOutbox, FinishStep's
-// one statement leaves the same step row and the same event in libs/outbox's
-// table as the four-statement transaction, and refuses (writing nothing) a
-// non-owner and an attempt that is not the step's latest.
-func TestFinishStepInlineMatchesTransaction(t *testing.T) {
+// TestFinishStepWithAndWithoutItsAttempt: FinishStep given BeginStep's
+// attempt and FinishStep left to read it leave the same step row and the
+// same event in libs/outbox's table, wake the relay, and refuse (writing
+// nothing) a non-owner and an attempt that is not the step's latest.
+func TestFinishStepWithAndWithoutItsAttempt(t *testing.T) {
 	ctx := context.Background()
 	results := map[bool][]outboxRow{}
-	for _, inline := range []bool{false, true} {
+	for _, known := range []bool{false, true} {
 		pool := storetest.New(t)
-		s := jobstore.New(pool, outbox.Add, "/provisioner/test")
-		s.InlineOutbox = inline
+		s := jobstore.New(pool, "/provisioner/test")
 		var took []time.Duration
 		s.StepFinished = func(_ context.Context, _, _ string, d time.Duration) { took = append(took, d) }
 		job, _, err := s.Acquire(ctx, hello(time.Now()), "w1", time.Minute)
@@ -73,11 +72,14 @@ func TestFinishStepInlineMatchesTransaction(t *testing.T) {
 		}
 		rv := 2066
 		res := jobstore.StepResult{Outcome: jobstore.OutcomeRetry, ReturnValue: &rv, ErrorCode: "AMT_NOT_PERMITTED",
-			State: []byte(`{"x":1}`), Attempt: n}
-		if err := s.FinishStep(ctx, job, "w2", "connect", res); !errors.Is(err, jobstore.ErrLeaseLost) {
-			t.Fatalf("inline=%v: FinishStep by a non-owner: %v, want ErrLeaseLost", inline, err)
+			State: []byte(`{"x":1}`)}
+		if known {
+			res.Attempt = n
 		}
-		if inline {
+		if err := s.FinishStep(ctx, job, "w2", "connect", res); !errors.Is(err, jobstore.ErrLeaseLost) {
+			t.Fatalf("attempt known=%v: FinishStep by a non-owner: %v, want ErrLeaseLost", known, err)
+		}
+		if known {
 			stale := res
 			stale.Attempt = n + 1
 			if err := s.FinishStep(ctx, job, "w1", "connect", stale); !errors.Is(err, jobstore.ErrLeaseLost) {
@@ -93,11 +95,11 @@ func TestFinishStepInlineMatchesTransaction(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := s.FinishStep(ctx, job, "w1", "connect", res); err != nil {
-			t.Fatalf("inline=%v: %v", inline, err)
+			t.Fatalf("attempt known=%v: %v", known, err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if _, err := lc.Conn().WaitForNotification(wctx); err != nil {
-			t.Fatalf("inline=%v: no outbox notification after FinishStep: %v", inline, err)
+			t.Fatalf("attempt known=%v: no outbox notification after FinishStep: %v", known, err)
 		}
 		cancel()
 		lc.Release()
@@ -108,16 +110,16 @@ func TestFinishStepInlineMatchesTransaction(t *testing.T) {
 		st := steps[0]
 		if len(steps) != 1 || st.Outcome != jobstore.OutcomeRetry || st.ReturnValue == nil || *st.ReturnValue != rv ||
 			st.ErrorCode != "AMT_NOT_PERMITTED" || st.Finished == nil || string(st.State) != `{"x": 1}` || st.AttemptNo != 1 {
-			t.Fatalf("inline=%v: step row %+v", inline, st)
+			t.Fatalf("attempt known=%v: step row %+v", known, st)
 		}
 		if len(took) != 1 || took[0] < 0 || took[0] > time.Minute {
-			t.Fatalf("inline=%v: StepFinished saw %v", inline, took)
+			t.Fatalf("attempt known=%v: StepFinished saw %v", known, took)
 		}
-		results[inline] = outboxRows(t, pool)
+		results[known] = outboxRows(t, pool)
 	}
 	a, b := results[false], results[true]
 	if len(a) != len(b) || len(a) == 0 {
-		t.Fatalf("transaction wrote %d outbox rows, inline %d", len(a), len(b))
+		t.Fatalf("attempt read: %d outbox rows, attempt given: %d", len(a), len(b))
 	}
 	for i := range a {
 		ea, eb := a[i].event, b[i].event
@@ -131,10 +133,10 @@ func TestFinishStepInlineMatchesTransaction(t *testing.T) {
 		ea.ReturnValue, eb.ReturnValue = nil, nil
 		// Two fresh databases: the same job id, so the same event ids.
 		if a[i].topic != b[i].topic || a[i].msgID != b[i].msgID || fmt.Sprintf("%+v", ea) != fmt.Sprintf("%+v", eb) {
-			t.Errorf("row %d:\ntransaction %s %s %+v\ninline      %s %s %+v", i, a[i].topic, a[i].msgID, ea, b[i].topic, b[i].msgID, eb)
+			t.Errorf("row %d:\nattempt read  %s %s %+v\nattempt given %s %s %+v", i, a[i].topic, a[i].msgID, ea, b[i].topic, b[i].msgID, eb)
 		}
 	}
 	if last := b[len(b)-1]; last.event.Event != events.ProvisioningStep || last.event.Step != "connect" || last.event.ErrorCode != "AMT_NOT_PERMITTED" {
-		t.Errorf("inline step event %+v", last.event)
+		t.Errorf("step event %+v", last.event)
 	}
 }
