@@ -376,3 +376,33 @@ func TestCallOnClosedConnection(t *testing.T) {
 		t.Fatal("Call on a closed connection did not return within 5 s")
 	}
 }
+
+// TestServerReady: a server is ready from Start (its subjects answer) until
+// Stop begins, and not before or after.
+func TestServerReady(t *testing.T) {
+	url := bustest.RunServer(t)
+	srv := admin.NewServer(connect(t, url), admin.ServerOptions{Queue: "q"})
+	admin.Handle(srv, subjEcho, func(ctx context.Context, r echoReq) (echoResp, error) { return echoResp{Hello: r.Name}, nil })
+	ctx := context.Background()
+	if err := srv.Ready(ctx); err == nil {
+		t.Fatal("ready before Start")
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Ready(ctx); err != nil {
+		t.Fatalf("not ready after Start: %v", err)
+	}
+	// Ready means a caller is answered now.
+	if err := admin.Call(ctx, connect(t, url), subjEcho, echoReq{Name: "x"}, nil); err != nil {
+		t.Fatalf("call once ready: %v", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := srv.Stop(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Ready(ctx); err == nil {
+		t.Fatal("ready after Stop")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
@@ -61,6 +62,7 @@ type Server struct {
 	routes  map[string]*kitnats.Subscriber
 	subs    []*nats.Subscription
 	started bool
+	serving bool // subscribed and flushed, not stopping (Ready)
 
 	sem      chan struct{}
 	inFlight sync.WaitGroup
@@ -307,6 +309,46 @@ func (s *Server) Start() error {
 	if err := s.nc.Flush(); err != nil {
 		return fmt.Errorf("admin: flush subscriptions: %w", err)
 	}
+	s.serving = true
+	return nil
+}
+
+// errNotServing is Ready's answer before Start and from Stop on.
+var errNotServing = errors.New("admin subjects not subscribed")
+
+// ReadyCheck is the readiness of the servers a service runs. A service
+// creates its servers inside its Run, after its main registered the check
+// (service.Lifecycle.Ready(name, check.Ready)); Run hands them over with Set.
+// The zero value is not ready.
+type ReadyCheck struct{ srvs atomic.Pointer[[]*Server] }
+
+// Set makes the check follow srvs.
+func (c *ReadyCheck) Set(srvs ...*Server) { c.srvs.Store(&srvs) }
+
+// Ready reports nil once every server given to Set is ready.
+func (c *ReadyCheck) Ready(ctx context.Context) error {
+	p := c.srvs.Load()
+	if p == nil {
+		return errNotServing
+	}
+	for _, s := range *p {
+		if err := s.Ready(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ready reports whether the server answers: Start subscribed its subjects
+// and Stop has not begun. It suits service.Lifecycle.Ready, so that a
+// service's /readyz (and so `amtprov up`'s and `amtprov dev`'s ready lines)
+// waits for its admin verbs, not only for its database and bus.
+func (s *Server) Ready(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.serving {
+		return errNotServing
+	}
 	return nil
 }
 
@@ -315,7 +357,7 @@ func (s *Server) Start() error {
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	subs := s.subs
-	s.subs = nil
+	s.subs, s.serving = nil, false
 	s.mu.Unlock()
 	var errs []error
 	for _, sub := range subs {

@@ -147,6 +147,26 @@ func (l *Lifecycle) checkReady(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// WaitReady polls the readiness checks (every 20 ms) until all pass,
+// within ends (an error naming the checks still failing) or ctx ends.
+func (l *Lifecycle) WaitReady(ctx context.Context, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := l.checkReady(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not ready within %s: %w", within, err)
+		case <-tick.C:
+		}
+	}
+}
+
 // Run starts every runner and blocks until ctx ends (the signal) or a
 // runner fails; then it cancels the runners, waits for them, and runs the
 // shutdown functions in reverse order. It returns the first runner error and

@@ -106,3 +106,24 @@ func TestOpsEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWaitReady returns once every check passes, and names the failing
+// check when they do not pass in time.
+func TestWaitReady(t *testing.T) {
+	l := service.New("t", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var up atomic.Bool
+	l.Ready("db", func(context.Context) error { return nil })
+	l.Ready("admin", func(context.Context) error {
+		if !up.Load() {
+			return errors.New("not subscribed")
+		}
+		return nil
+	})
+	if err := l.WaitReady(context.Background(), 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "admin: not subscribed") {
+		t.Fatalf("WaitReady with a failing check = %v", err)
+	}
+	go func() { time.Sleep(50 * time.Millisecond); up.Store(true) }()
+	if err := l.WaitReady(context.Background(), 10*time.Second); err != nil {
+		t.Fatalf("WaitReady: %v", err)
+	}
+}
