@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,11 +15,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/amtprov/amtprov/libs/admin"
 	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/bus"
 	"github.com/amtprov/amtprov/libs/secrets"
@@ -211,6 +208,7 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 		return nil, err
 	}
 	lc.Go("discovery", disc.Run)
+	lc.Ready("discovery", disc.Ready)
 	mux.Handle("GET /metrics/discovery", discTel.Metrics)
 
 	// Certificate authority: organisation CA, device TLS certificates
@@ -230,6 +228,7 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 		return nil, err
 	}
 	lc.Go("certauthority", ca.Run)
+	lc.Ready("certauthority", ca.Ready)
 	mux.Handle("GET /metrics/certauthority", caTel.Metrics)
 	devRoot, err := certauthority.EnsureDevDomain(ctx, pool, caKeys, amtsim.DefaultDNSSuffix)
 	if err != nil {
@@ -254,6 +253,7 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 		return nil, err
 	}
 	lc.Go("provisioner", prov.Run)
+	lc.Ready("provisioner", prov.Ready)
 	lc.Go("provisioner-progress", func(ctx context.Context) error { return provisioner.Progress(ctx, g.err, prov.Stats, 2*time.Second) })
 	mux.Handle("GET /metrics/provisioner", provTel.Metrics)
 
@@ -292,13 +292,11 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 	}
 
 	// "ready" promises that the CLI works: the line is printed once every
-	// admin area has a responder (the services subscribe inside their Run,
-	// which starts with the lifecycle).
+	// readiness check passes, the services' admin verbs included (they
+	// subscribe inside their Run, which starts with the lifecycle).
 	readyLine := fmt.Sprintf("amtprov ready hello=%s api=http://%s nats=%s%s\n", helloAddr, apiAddr, redactURL(natsURL), simLine)
 	lc.Go("ready-line", func(ctx context.Context) error {
-		if err := waitForAdmin(ctx, nc, 60*time.Second,
-			admin.Subject(admin.AreaDomain, certauthority.VerbDomainList), provisioner.SubjectProfileList,
-			admin.Subject(admin.AreaScan, discovery.VerbList)); err != nil {
+		if err := lc.WaitReady(ctx, 60*time.Second); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -309,28 +307,6 @@ func startDev(ctx context.Context, g *globals, o devOptions, lc *service.Lifecyc
 		return nil
 	})
 	return sys, nil
-}
-
-// waitForAdmin calls each read-only admin subject until a service answers
-// it (any answer but UNAVAILABLE), for at most within.
-func waitForAdmin(ctx context.Context, nc *nats.Conn, within time.Duration, subjects ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	for _, subj := range subjects {
-		for {
-			var resp json.RawMessage
-			err := admin.Call(ctx, nc, subj, struct{}{}, &resp)
-			if err == nil || admin.CodeOf(err) != admin.CodeUnavailable {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("no service answers %s within %s: %w", subj, within, err)
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}
-	return nil
 }
 
 func startEmbeddedNATS(addr, storeDir string) (*server.Server, error) {

@@ -128,10 +128,15 @@ type Service struct {
 // outbox relay.
 type CA struct {
 	*Service
-	nc    *nats.Conn
-	relay *outbox.Relay
-	tel   telemetry.Providers
+	nc         *nats.Conn
+	relay      *outbox.Relay
+	tel        telemetry.Providers
+	adminReady admin.ReadyCheck
 }
+
+// Ready reports whether Run answers amt.v1.ca.sign and the domain admin
+// verbs (for service.Lifecycle.Ready).
+func (c *CA) Ready(ctx context.Context) error { return c.adminReady.Ready(ctx) }
 
 // New loads the organisation CA (creating it if this is the first replica to
 // start) and returns the service, ready to Run. pool must be migrated; js
@@ -188,6 +193,7 @@ func (c *CA) Run(ctx context.Context) error {
 	RegisterSign(signSrv, c.Service)
 	adminSrv := admin.NewServer(c.nc, admin.ServerOptions{Queue: AdminQueue, Log: c.log, Telemetry: c.tel})
 	RegisterAdmin(adminSrv, c.Service)
+	c.adminReady.Set(signSrv, adminSrv)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.relay.Run(gctx) })

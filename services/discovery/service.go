@@ -236,6 +236,8 @@ type Deps struct {
 
 // Service is one discovery replica.
 type Service struct {
+	adminReady admin.ReadyCheck // the scan verbs' server, once Run started it
+
 	cfg    Config
 	d      Deps
 	repo   *repo
@@ -325,6 +327,10 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}, nil
 }
 
+// Ready reports whether Run answers the scan admin verbs (for
+// service.Lifecycle.Ready: /readyz waits for them too).
+func (s *Service) Ready(ctx context.Context) error { return s.adminReady.Ready(ctx) }
+
 // Run serves until ctx ends: the admin verbs, the shard workers, the
 // scheduler, the verification of freshly provisioned devices and the
 // outbox relay. It returns ctx's end as nil, or the first failure.
@@ -345,6 +351,7 @@ func (s *Service) Run(ctx context.Context) error {
 	admin.Handle(srv, admin.Subject(admin.AreaScan, VerbList), func(ctx context.Context, _ struct{}) (ListResponse, error) { return s.List(ctx) })
 	admin.Handle(srv, admin.Subject(admin.AreaScan, VerbRun), func(ctx context.Context, r RunRequest) (Scan, error) { return s.RunScan(ctx, r, "cli") })
 	admin.Handle(srv, admin.Subject(admin.AreaScan, VerbStatus), func(ctx context.Context, r StatusRequest) (Scan, error) { return s.Status(ctx, r.ID) })
+	s.adminReady.Set(srv)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

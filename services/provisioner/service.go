@@ -126,6 +126,8 @@ type Stats struct {
 
 // Service is one provisioner replica.
 type Service struct {
+	adminReady admin.ReadyCheck // the admin verbs' server, once Run started it
+
 	cfg    Config
 	deps   Deps
 	store  *jobstore.Store
@@ -173,6 +175,10 @@ func (s *Service) Stats() Stats {
 		Failed: s.failed.Load(), Retries: s.retries.Load()}
 }
 
+// Ready reports whether Run answers the profile, jobs, explain and device
+// admin verbs (for service.Lifecycle.Ready: /readyz waits for them too).
+func (s *Service) Ready(ctx context.Context) error { return s.adminReady.Ready(ctx) }
+
 // Run consumes hellos, relays the outbox and answers admin verbs until ctx
 // ends, then drains: in-flight jobs finish (or are handed back when the
 // shutdown deadline of the caller's lifecycle passes).
@@ -200,6 +206,7 @@ func (s *Service) Run(ctx context.Context) error {
 	adminOpts.Log, adminOpts.Telemetry = s.log, s.deps.Tel
 	srv := admin.NewServer(s.deps.NC, adminOpts)
 	s.registerAdmin(srv)
+	s.adminReady.Set(srv)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

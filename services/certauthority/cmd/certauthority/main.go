@@ -112,6 +112,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	lc.Go("certauthority", ca.Run)
+	lc.Ready("admin", ca.Ready)
 	ln, err := net.Listen("tcp", opsAddr)
 	if err != nil {
 		return fmt.Errorf("ops listener: %w", err)

@@ -111,6 +111,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	lc.Go("provisioner", svc.Run)
+	lc.Ready("admin", svc.Ready)
 	ln, err := net.Listen("tcp", opsAddr)
 	if err != nil {
 		return fmt.Errorf("ops listener: %w", err)
