@@ -247,6 +247,9 @@ func TestBenchCollectorSucceededEvents(t *testing.T) {
 // TestChaosReplacedUsage: a killed process drops out of the end-of-run
 // reading, its usage up to the kill and its successor's (this process
 // here) are added, and the replica count stays.
+// spin is written by busy loops so that the compiler keeps them.
+var spin int
+
 func TestChaosReplacedUsage(t *testing.T) {
 	c := &benchChaos{}
 	c.rep.Kills = []benchKill{{Process: "provisioner-1", Service: "provisioner", PID: 111, NewPID: os.Getpid(),
@@ -257,6 +260,24 @@ func TestChaosReplacedUsage(t *testing.T) {
 	}
 	if len(procs) != 3 {
 		t.Errorf("withoutKilled changed its argument: %v", procs)
+	}
+	// The successor is this process: it must have used some CPU (in
+	// /proc's clock ticks) for its own share to count, which a test run
+	// alone has not always done yet.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		u, _, err := readProcUsage("/proc", os.Getpid(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.CPUSeconds > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("this process used no CPU time in 10 s")
+		}
+		for i := 0; i < 1e6; i++ {
+			spin += i
+		}
 	}
 	after := map[string]svcUsage{"provisioner": {CPUSeconds: 1, PeakRSSMB: 10, procs: 1}}
 	c.addReplacedUsage(after, slog.New(slog.DiscardHandler))
