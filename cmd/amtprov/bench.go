@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -514,14 +513,25 @@ func benchMeasure(ctx context.Context, o benchOptions, js jetstream.JetStream, f
 	}()
 
 	// Ground truth: the simulator's own view of which devices are
-	// provisioned, independent of events reaching the stream.
-	var seenMu sync.Mutex
-	seen := map[string]time.Time{}
-	allPost := make(chan struct{})
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	if fleet != nil {
-		go watchFleet(watchCtx, fleet, 250*time.Millisecond, seen, &seenMu, allPost)
+	// provisioned, independent of events reaching the stream (the chaos
+	// part already follows the fleet: the same watcher serves both).
+	var watch *postWatcher
+	var allPost <-chan struct{}
+	switch {
+	case chaos != nil:
+		watch = chaos.watch
+	case fleet != nil:
+		watch = watchPost(ctx, watched(fleet.Devices()))
+		defer watch.stop()
+	}
+	if watch != nil {
+		allPost = watch.allPost
+	}
+	everPost := func() int {
+		if watch == nil {
+			return 0
+		}
+		return watch.everPost()
 	}
 
 	var runErr error
@@ -536,9 +546,7 @@ wait:
 		select {
 		case <-progress.C:
 			p, f := col.counts()
-			seenMu.Lock()
-			post := len(seen)
-			seenMu.Unlock()
+			post := everPost()
 			fmt.Fprintf(o.progress, "bench: %3.0fs: succeeded %d, failed %d (events); %d post-provisioning (simulator) of %d\n",
 				time.Since(start).Seconds(), p, f, post, o.devices)
 		case <-ended:
@@ -557,9 +565,7 @@ wait:
 			break wait
 		case <-timer.C:
 			p, f := col.counts()
-			seenMu.Lock()
-			post := len(seen)
-			seenMu.Unlock()
+			post := everPost()
 			runErr = fmt.Errorf("only %d provisioned (simulator: %d) and %d failed of %d devices after %s", p, post, f, o.devices, o.timeout)
 			if post > p {
 				eventsBehind = true
@@ -572,7 +578,10 @@ wait:
 			break wait
 		}
 	}
-	stopWatch()
+	var firstPost map[string]time.Time // the ground truth as the measurement ended
+	if watch != nil {
+		firstPost = watch.firstPost()
+	}
 	r.ElapsedS = since(start)
 	if chaos != nil {
 		// The killed processes' CPU up to the kill and their successors'
@@ -589,9 +598,7 @@ wait:
 
 	m := col.measures()
 	if eventsBehind {
-		seenMu.Lock()
-		m = col.groundTruthMeasures(m, seen)
-		seenMu.Unlock()
+		m = col.groundTruthMeasures(m, firstPost)
 	}
 	r.Hellos, r.SpanS, r.Curve, r.Unparsed = m.Hellos, round3(m.SpanS), m.Curve, m.Unparsed
 	r.Result = benchResult{

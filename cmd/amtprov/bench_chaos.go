@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/url"
 	"os"
@@ -149,15 +150,29 @@ type watchedDevice interface {
 	Changed() <-chan struct{}
 }
 
-// postWatcher counts, per device, the transitions into and out of
-// post-provisioning the simulator reports.
+// postWatcher follows every device's provisioning state as the simulator
+// reports it: the ground truth of a benchmark, independent of events
+// reaching the stream. It counts, per device, the transitions into and out
+// of post-provisioning, and records when each device first entered it.
 type postWatcher struct {
 	mu      sync.Mutex
 	entered map[string]int
 	left    map[string]int
-	post    int // devices post-provisioning now
+	first   map[string]time.Time // when each device first entered post
+	post    int                  // devices post-provisioning now
+	total   int
+	allPost chan struct{} // closed once every device has entered post
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
+}
+
+// watched is devs as the watcher sees them.
+func watched(devs []*firmware.Device) []watchedDevice {
+	wd := make([]watchedDevice, len(devs))
+	for i, d := range devs {
+		wd[i] = d
+	}
+	return wd
 }
 
 // watchPost starts one goroutine per device; stop ends them. A state is
@@ -167,7 +182,11 @@ type postWatcher struct {
 // and come back, so a re-provisioning is seen).
 func watchPost(ctx context.Context, devs []watchedDevice) *postWatcher {
 	ctx, cancel := context.WithCancel(ctx)
-	w := &postWatcher{entered: map[string]int{}, left: map[string]int{}, cancel: cancel}
+	w := &postWatcher{entered: map[string]int{}, left: map[string]int{}, first: map[string]time.Time{},
+		total: len(devs), allPost: make(chan struct{}), cancel: cancel}
+	if len(devs) == 0 {
+		close(w.allPost)
+	}
 	for _, d := range devs {
 		id := d.UUID().String()
 		w.wg.Go(func() {
@@ -197,6 +216,12 @@ func (w *postWatcher) observe(id string, prev, st amt.ProvisioningState, first b
 	case isPost && !wasPost:
 		w.entered[id]++
 		w.post++
+		if _, ok := w.first[id]; !ok {
+			w.first[id] = time.Now()
+			if len(w.first) == w.total {
+				close(w.allPost)
+			}
+		}
 	case !isPost && wasPost:
 		w.left[id]++
 		w.post--
@@ -208,6 +233,20 @@ func (w *postWatcher) postCount() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.post
+}
+
+// everPost is the devices that have entered post at least once.
+func (w *postWatcher) everPost() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.first)
+}
+
+// firstPost copies when each device first entered post.
+func (w *postWatcher) firstPost() map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.first)
 }
 
 // transitions returns a device's transitions into and out of post.
@@ -257,13 +296,9 @@ func newBenchChaos(ctx context.Context, o benchOptions, dir string, up *upProc, 
 	if err != nil {
 		return nil, fmt.Errorf("--chaos: the cluster's database: %w", err)
 	}
-	wd := make([]watchedDevice, len(devs))
-	for i, d := range devs {
-		wd[i] = d
-	}
 	c := &benchChaos{
 		o: o, dir: dir, up: up, nc: nc, js: js, pool: pool, devs: devs,
-		watch: watchPost(ctx, wd),
+		watch: watchPost(ctx, watched(devs)),
 		done:  make(chan struct{}),
 		ended: make(chan struct{}),
 		rep:   benchChaosReport{AtFraction: o.chaosAt, Kills: []benchKill{}},

@@ -205,6 +205,29 @@ func TestPostWatcher(t *testing.T) {
 	if e, l := w.transitions(never.uuid.String()); e != 0 || l != 0 {
 		t.Errorf("never: %d in, %d out; want 0 0", e, l)
 	}
+	// The ground truth: each device's first entry, kept through leaving
+	// and re-entering; allPost waits for the last device.
+	first := w.firstPost()
+	if w.everPost() != 3 || len(first) != 3 || first[never.uuid.String()] != (time.Time{}) {
+		t.Errorf("first entries %v (%d), want once, twice and already", first, w.everPost())
+	}
+	select {
+	case <-w.allPost:
+		t.Fatal("allPost closed with a device never post")
+	default:
+	}
+	never.set(amt.PostProvisioning)
+	waitFor(t, "every device post once", func() bool {
+		select {
+		case <-w.allPost:
+			return true
+		default:
+			return false
+		}
+	})
+	if got := w.firstPost()[twice.uuid.String()]; !got.Equal(first[twice.uuid.String()]) {
+		t.Errorf("twice's first entry moved from %v to %v", first[twice.uuid.String()], got)
+	}
 }
 
 func TestBenchCollectorSucceededEvents(t *testing.T) {

@@ -12,9 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/amtprov/amtprov/libs/amt"
 	"github.com/amtprov/amtprov/libs/events"
-	"github.com/amtprov/amtprov/tools/amtsim/firmware"
 )
 
 // benchCollector reads the AMT stream from its start with an ordered
@@ -303,42 +301,6 @@ func sampleLag(ctx context.Context, js jetstream.JetStream, durable string, inte
 		case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, context.DeadlineExceeded):
 		default:
 			return out, fmt.Errorf("bench: consumer %s info: %w", durable, err)
-		}
-	}
-}
-
-// benchFleet is what the ground-truth watcher needs of a simulated fleet.
-type benchFleet interface {
-	Devices() []*firmware.Device
-}
-
-// watchFleet polls the simulator every interval and records, per device,
-// when it was first seen post-provisioning: the ground truth, which does
-// not depend on events reaching the stream. allPost is closed once every
-// device is post-provisioning.
-func watchFleet(ctx context.Context, fleet benchFleet, interval time.Duration, seen map[string]time.Time, mu *sync.Mutex, allPost chan<- struct{}) {
-	devs := fleet.Devices()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		now := time.Now()
-		mu.Lock()
-		for _, d := range devs {
-			id := d.UUID().String()
-			if _, ok := seen[id]; !ok && d.State() == amt.PostProvisioning {
-				seen[id] = now
-			}
-		}
-		n := len(seen)
-		mu.Unlock()
-		if n >= len(devs) {
-			close(allPost)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }
